@@ -1,0 +1,74 @@
+"""The `koe` command: demo data, one stage, or the whole pipeline."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from pipelines.paths import project_root
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from pipelines import demo
+    from pipelines.params import load
+
+    root = project_root(args.root)
+    params = load(root / "params.yaml").demo
+    overrides = {k: v for k, v in {"n_responses": args.n_responses, "n_tickets": args.n_tickets, "seed": args.seed}.items() if v is not None}
+    summary = demo.generate(params.model_copy(update=overrides), root)
+    print(f"demo data written to {root / params.raw_dir}: {summary}")
+    return 0
+
+
+def _stage(args: argparse.Namespace) -> int:
+    from pipelines.runner import run_stage
+
+    run_stage(args.name, project_root(args.root))
+    return 0
+
+
+def _check(args: argparse.Namespace) -> int:
+    from pipelines.params import STAGES, load, section
+    from pipelines.runner import check_notebook_params
+
+    root = project_root(args.root)
+    params = load(root / "params.yaml")
+    for stage in STAGES:
+        check_notebook_params(stage, root, section(params, stage))
+    print(f"{root / 'params.yaml'}: valid; every notebook's parameters match their params.yaml section")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="koe", description="koe (声): voice-of-the-customer pipeline")
+    parser.add_argument("--root", default=None, help="project folder (default: the one holding params.yaml above the cwd)")
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("demo-data", help="write the built-in demo exports (Company A) into data/raw")
+    p.add_argument("--n-responses", type=int)
+    p.add_argument("--n-tickets", type=int)
+    p.add_argument("--seed", type=int)
+    p.set_defaults(func=_demo)
+    p = sub.add_parser("stage", help="run one pipeline stage's notebook with its params.yaml section (dvc.yaml calls this)")
+    p.add_argument("name")
+    p.set_defaults(func=_stage)
+    p = sub.add_parser("check", help="validate params.yaml against the schema and the notebooks")
+    p.set_defaults(func=_check)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="koe: %(message)s", stream=sys.stderr)
+    try:
+        return args.func(args)
+    except Exception as e:  # one clear line for cron logs; the traceback is in the failed notebook
+        from pipelines.params import ParamsError
+        from pipelines.runner import StageFailed
+        from pipelines.clean import InputError
+
+        if isinstance(e, (ParamsError, StageFailed, InputError, FileNotFoundError)):
+            print(f"koe: error: {e}", file=sys.stderr)
+            return 2
+        raise
+
+
+if __name__ == "__main__":
+    sys.exit(main())

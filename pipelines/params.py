@@ -1,0 +1,63 @@
+"""params.yaml: the single source of truth for every knob, validated by one typed schema."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+from pydantic import ValidationError
+
+from pipelines._schema import StrictModel
+from pipelines.clean import CleanParams
+from pipelines.demo import DemoParams
+from pipelines.embed import EmbedParams
+from pipelines.kpis import KpisParams
+from pipelines.report import ReportParams
+from pipelines.topics import TopicsParams
+
+
+class KoeParams(StrictModel):
+    demo: DemoParams
+    clean: CleanParams
+    embed: EmbedParams
+    topics: TopicsParams
+    kpis: KpisParams
+    report: ReportParams
+
+
+# Stage name → notebook that runs it (executed copies go to reports/notebooks/).
+STAGES: dict[str, str] = {
+    "clean": "notebooks/01_clean.ipynb",
+    "embed": "notebooks/02_embed.ipynb",
+    "topics": "notebooks/03_topics.ipynb",
+    "kpis": "notebooks/04_kpis.ipynb",
+    "report": "notebooks/05_report.ipynb",
+}
+
+
+class ParamsError(ValueError):
+    """params.yaml is invalid; the message names the file, key path and problem."""
+
+
+def load(path: str | Path = "params.yaml") -> KoeParams:
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ParamsError(f"{path}: not found") from None
+    except yaml.YAMLError as e:
+        raise ParamsError(f"{path}: not valid YAML: {e}") from e
+    try:
+        return KoeParams.model_validate(raw or {})
+    except ValidationError as e:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}"
+            + (f" (got {err['input']!r})" if err["type"] != "missing" and not isinstance(err["input"], dict) else "")
+            for err in e.errors()
+        )
+        raise ParamsError(f"{path}: {problems}") from None
+
+
+def section(params: KoeParams, stage: str) -> dict:
+    """The stage's section as plain JSON-able values (what papermill injects)."""
+    return getattr(params, stage).model_dump(mode="json")

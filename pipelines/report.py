@@ -1,0 +1,387 @@
+"""Report stage: the stakeholder page's sections as HTML fragments and seaborn charts.
+
+The report notebook calls these and displays the results; ``render_html`` turns the
+executed notebook into one self-contained HTML file with no code and no external requests.
+Every verbatim and every label derived from data is HTML-escaped here.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import polars as pl
+
+from pipelines._schema import StrictModel
+
+TEMPLATE_DIR = Path(__file__).parent / "templates"
+
+
+class ReportParams(StrictModel):
+    lang: Literal["ja", "en"] = "ja"
+    title: str = "Company A — Voice of the Customer"
+    in_clean_metrics: str = "reports/metrics/clean.json"
+    in_topics: str = "data/topics/topics.parquet"
+    in_topics_over_time: str = "data/topics/over_time.parquet"
+    in_topics_metrics: str = "reports/metrics/topics.json"
+    in_kpi_tests: str = "data/kpis/tests.parquet"
+    in_kpi_monthly: str = "data/kpis/monthly.parquet"
+    in_alerts: str = "reports/alerts.json"
+    out_html: str = "reports/report.html"
+    max_examples: int = 3
+
+
+T = {
+    "ja": {
+        "summary": "エグゼクティブサマリー", "kpis": "主要KPI", "shifts": "KPIの変化（多重比較補正後）",
+        "topics": "トピック（顧客が話していること）", "quality": "データ品質", "method": "方法",
+        "run": "実行情報", "emerging": "新たに増えている", "examples": "代表的な声", "words": "キーワード",
+        "size": "件数", "share": "構成比", "label": "トピック", "trend": "直近の構成比",
+        "kpi": "KPI", "segment": "セグメント", "before": "前", "after": "後", "diff": "差",
+        "ci": "95%信頼区間", "p_adj": "補正後p値", "verdict": "判定", "n": "n",
+        "improved": "改善", "worsened": "悪化", "no detectable change": "有意な変化なし",
+        "too few responses to tell": "回答数が少なく判断できない",
+        "all": "全体", "nps_trend": "月次NPSの推移", "topic_trend": "トピック構成比の推移",
+        "programme": "施策開始", "month": "月",
+    },
+    "en": {
+        "summary": "Executive summary", "kpis": "Key KPIs", "shifts": "KPI shifts (after multiple-comparison control)",
+        "topics": "Topics (what customers talk about)", "quality": "Data quality", "method": "Methodology",
+        "run": "Run metadata", "emerging": "emerging", "examples": "Example verbatims", "words": "Top words",
+        "size": "Verbatims", "share": "Share", "label": "Topic", "trend": "Recent share",
+        "kpi": "KPI", "segment": "Segment", "before": "Before", "after": "After", "diff": "Change",
+        "ci": "95% CI", "p_adj": "Adjusted p", "verdict": "Verdict", "n": "n",
+        "improved": "improved", "worsened": "worsened", "no detectable change": "no detectable change",
+        "too few responses to tell": "too few responses to tell",
+        "all": "overall", "nps_trend": "Monthly NPS", "topic_trend": "Topic share by month",
+        "programme": "programme launch", "month": "Month",
+    },
+}
+
+KPI_NAMES = {
+    "ja": {"nps": "NPS", "csat_mean": "CSAT平均", "csat_top2": "CSAT上位2box", "ticket_volume": "問い合わせ件数",
+           "first_response_h": "初回応答時間（時間）", "resolution_h": "解決時間（時間）"},
+    "en": {"nps": "NPS", "csat_mean": "CSAT mean", "csat_top2": "CSAT top-2-box", "ticket_volume": "Ticket volume",
+           "first_response_h": "First response time (h)", "resolution_h": "Resolution time (h)"},
+}
+
+# Colour-blind-safe (Okabe–Ito) colours for verdicts.
+VERDICT_COLOURS = {"improved": "#009E73", "worsened": "#D55E00", "no detectable change": "#555555",
+                   "too few responses to tell": "#999999"}
+
+e = html.escape  # every data-derived string goes through this
+
+
+@dataclass
+class Context:
+    params: ReportParams
+    clean_metrics: dict
+    topics: pl.DataFrame
+    topics_over_time: pl.DataFrame
+    topics_metrics: dict
+    tests: pl.DataFrame
+    monthly: pl.DataFrame
+    alerts: list
+
+    def t(self, key: str) -> str:
+        return T[self.params.lang].get(key, key)
+
+    def kpi(self, key: str) -> str:
+        return KPI_NAMES[self.params.lang].get(key, key)
+
+
+def load(params: ReportParams, root: str | Path = ".") -> Context:
+    root = Path(root)
+    return Context(
+        params=params,
+        clean_metrics=json.loads((root / params.in_clean_metrics).read_text(encoding="utf-8")),
+        topics=pl.read_parquet(root / params.in_topics),
+        topics_over_time=pl.read_parquet(root / params.in_topics_over_time),
+        topics_metrics=json.loads((root / params.in_topics_metrics).read_text(encoding="utf-8")),
+        tests=pl.read_parquet(root / params.in_kpi_tests),
+        monthly=pl.read_parquet(root / params.in_kpi_monthly),
+        alerts=json.loads((root / params.in_alerts).read_text(encoding="utf-8")),
+    )
+
+
+def _fmt(x: float | None, digits: int = 1) -> str:
+    return "–" if x is None else f"{x:,.{digits}f}"
+
+
+def _signed(x: float | None, digits: int = 1) -> str:
+    return "–" if x is None else f"{x:+,.{digits}f}"
+
+
+def _segment(ctx: Context, col: str, value: str) -> str:
+    return ctx.t("all") if col == "all" else f"{col} = {value}"
+
+
+def _n_tests(ctx: Context) -> int:
+    return int(ctx.tests["p_value"].is_not_null().sum())
+
+
+def finding_sentence(ctx: Context, row: dict) -> str:
+    """One plain sentence with numbers and uncertainty for a test result row."""
+    lang = ctx.params.lang
+    name = ctx.kpi(row["kpi"])
+    seg = _segment(ctx, row["segment_col"], row["segment_value"])
+    unit = "" if row["kpi"] in ("csat_mean",) else (" ポイント" if lang == "ja" else " points") if row["kpi"] in ("nps", "csat_top2") else ""
+    digits = 2 if row["kpi"] == "csat_mean" else 1
+    ci = f"{_fmt(row['ci_low'], digits)}〜{_fmt(row['ci_high'], digits)}" if lang == "ja" else f"{_fmt(row['ci_low'], digits)} to {_fmt(row['ci_high'], digits)}"
+    n_tests = _n_tests(ctx)
+    if lang == "ja":
+        verdict = {"improved": "改善", "worsened": "悪化"}.get(row["verdict"], row["verdict"])
+        sig = f"{n_tests}件の比較で多重比較補正後も有意（補正後p={row['p_adjusted']:.3g}）" if row["significant"] else "補正後は有意ではない"
+        return (f"{seg}の{name}は{row['label_a']}の{_fmt(row['est_a'], digits)}から{row['label_b']}の{_fmt(row['est_b'], digits)}へ"
+                f"{_signed(row['diff'], digits)}{unit}{verdict}しました（95%信頼区間 {ci}、n={row['n_a']:,}/{row['n_b']:,}）。{sig}。")
+    verb = "rose" if row["diff"] > 0 else "fell"
+    sig = (f"significant after correcting for {n_tests} comparisons (adjusted p={row['p_adjusted']:.3g})"
+           if row["significant"] else "not significant after correction")
+    return (f"{name} ({seg}) {verb} from {_fmt(row['est_a'], digits)} in {row['label_a']} to {_fmt(row['est_b'], digits)} in "
+            f"{row['label_b']} ({_signed(row['diff'], digits)}{unit}, 95% CI {ci}, n={row['n_a']:,}/{row['n_b']:,}); {sig}.")
+
+
+def executive_findings(ctx: Context, top: int = 5) -> list[str]:
+    """3–5 findings: overall NPS after the programme, the largest significant segment shifts, emerging topics, alerts."""
+    out: list[str] = []
+    tests = ctx.tests
+    overall = tests.filter((pl.col("comparison") == "programme") & (pl.col("kpi") == "nps") & (pl.col("segment_col") == "all"))
+    if len(overall):
+        out.append(finding_sentence(ctx, overall.row(0, named=True)))
+    seg_rows = (
+        tests.filter((pl.col("comparison") == "programme") & pl.col("significant") & (pl.col("segment_col") != "all")
+                     & pl.col("kpi").is_in(["nps"]))
+        .sort("p_adjusted")
+        .head(2)
+    )
+    out += [finding_sentence(ctx, r) for r in seg_rows.iter_rows(named=True)]
+    frt = tests.filter((pl.col("comparison") == "programme") & (pl.col("kpi") == "first_response_h") & (pl.col("segment_col") == "all"))
+    if len(frt):
+        out.append(finding_sentence(ctx, frt.row(0, named=True)))
+    for row in ctx.topics.filter(pl.col("emerging")).iter_rows(named=True):
+        if ctx.params.lang == "ja":
+            out.append(f"新しいテーマ「{row['label']}」が直近に急増：直近の声の{row['share_recent']:.1%}"
+                       f"（それ以前は{row['share_before']:.1%}、直近{row['n_recent']:,}件）。")
+        else:
+            out.append(f"Emerging theme “{row['label']}”: {row['share_recent']:.1%} of recent verbatims "
+                       f"(was {row['share_before']:.1%}; {row['n_recent']:,} recent verbatims).")
+    if ctx.alerts:
+        out.append(f"悪化のアラート {len(ctx.alerts)} 件（詳細は下表）。" if ctx.params.lang == "ja"
+                   else f"{len(ctx.alerts)} significant adverse shift(s) flagged (see the table below).")
+    return out[: max(top, 3) + 1]
+
+
+def summary_html(ctx: Context) -> str:
+    items = "".join(f"<li>{e(s)}</li>" for s in executive_findings(ctx))
+    return f'<section class="koe-summary"><h2>{e(ctx.t("summary"))}</h2><ul>{items}</ul></section>'
+
+
+def tiles_html(ctx: Context) -> str:
+    rows = ctx.tests.filter((pl.col("comparison") == "programme") & (pl.col("segment_col") == "all")).sort("kpi")
+    tiles = []
+    for r in rows.iter_rows(named=True):
+        colour = VERDICT_COLOURS.get(r["verdict"], "#555")
+        digits = 2 if r["kpi"] == "csat_mean" else 1
+        tiles.append(
+            f'<div class="koe-tile" style="border-top:4px solid {colour}"><div class="koe-tile-name">{e(ctx.kpi(r["kpi"]))}</div>'
+            f'<div class="koe-tile-value">{_fmt(r["est_b"], digits)}</div>'
+            f'<div class="koe-tile-change">{_signed(r["diff"], digits)} ({e(ctx.t("ci"))} {_fmt(r["ci_low"], digits)}…{_fmt(r["ci_high"], digits)})</div>'
+            f'<div class="koe-tile-verdict" style="color:{colour}">{e(ctx.t(r["verdict"]))}</div></div>'
+        )
+    return f'<section><h2>{e(ctx.t("kpis"))}</h2><div class="koe-tiles">{"".join(tiles)}</div></section>'
+
+
+def shift_table_html(ctx: Context, comparison: str = "programme", max_rows: int = 60) -> str:
+    rows = ctx.tests.filter(pl.col("comparison") == comparison).sort(["significant", "p_adjusted"], descending=[True, False], nulls_last=True)
+    head = "".join(f"<th>{e(ctx.t(k))}</th>" for k in ("kpi", "segment", "before", "after", "diff", "ci", "p_adj", "n", "verdict"))
+    body = []
+    for r in rows.head(max_rows).iter_rows(named=True):
+        digits = 2 if r["kpi"] == "csat_mean" else 1
+        p = "–" if r["p_adjusted"] is None else f"{r['p_adjusted']:.3g}"
+        colour = VERDICT_COLOURS.get(r["verdict"], "#555")
+        body.append(
+            f"<tr><td>{e(ctx.kpi(r['kpi']))}</td><td>{e(_segment(ctx, r['segment_col'], r['segment_value']))}</td>"
+            f"<td>{_fmt(r['est_a'], digits)}</td><td>{_fmt(r['est_b'], digits)}</td><td>{_signed(r['diff'], digits)}</td>"
+            f"<td>{_fmt(r['ci_low'], digits)}…{_fmt(r['ci_high'], digits)}</td><td>{p}</td><td>{r['n_a']:,}/{r['n_b']:,}</td>"
+            f'<td style="color:{colour}">{e(ctx.t(r["verdict"]))}</td></tr>'
+        )
+    first = rows.row(0, named=True) if len(rows) else {"label_a": "", "label_b": ""}
+    caption = f"{e(first['label_a'])} → {e(first['label_b'])}"
+    return (f'<section><h2>{e(ctx.t("shifts"))}</h2><p class="koe-caption">{caption}</p>'
+            f'<table class="koe-table"><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table></section>')
+
+
+def topics_html(ctx: Context) -> str:
+    rows = ctx.topics.filter(pl.col("topic") != -1).sort("size", descending=True)
+    body = []
+    for r in rows.iter_rows(named=True):
+        badge = f' <span class="koe-badge">{e(ctx.t("emerging"))}</span>' if r.get("emerging") else ""
+        examples = "".join(f"<li>{e(x)}</li>" for x in (r["examples"] or [])[: ctx.params.max_examples])
+        body.append(
+            f"<tr><td><b>{e(r['label'])}</b>{badge}</td><td>{r['size']:,}</td><td>{r['share']:.1%}</td>"
+            f"<td>{r['share_recent']:.1%}</td><td>{e('、'.join(r['words'][:6]))}</td><td><ul class='koe-examples'>{examples}</ul></td></tr>"
+        )
+    head = "".join(f"<th>{e(ctx.t(k))}</th>" for k in ("label", "size", "share", "trend", "words", "examples"))
+    return f'<section><h2>{e(ctx.t("topics"))}</h2><table class="koe-table"><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table></section>'
+
+
+def quality_html(ctx: Context) -> str:
+    m = ctx.clean_metrics
+    lines = [
+        ("rows read", m["rows_in"]), ("rows kept", m["rows_kept"]), ("rows quarantined", m["rows_quarantined"]),
+        ("non-answers", m["non_answers"]), ("empty comments", m["empty_texts"]), ("verbatims modelled", m["verbatims_ok"]),
+    ]
+    lines += [(f"quarantined: {k}", v) for k, v in m["quarantined_by_reason"].items()]
+    lines += [(f"redacted: {k}", v) for k, v in m["redactions"].items()]
+    lines += [(f"encoding of {f['file']}", f["encoding"]) for f in m["files"]]
+    body = "".join(f"<tr><td>{e(str(k))}</td><td>{e(f'{v:,}' if isinstance(v, int) else str(v))}</td></tr>" for k, v in lines)
+    return f'<section><h2>{e(ctx.t("quality"))}</h2><table class="koe-table">{body}</table></section>'
+
+
+def method_html(ctx: Context, run_info: dict) -> str:
+    tests_n = _n_tests(ctx)
+    text = {
+        "en": ("NPS = % promoters (9–10) − % detractors (0–6); its difference uses the Wald interval with the trinomial variance "
+               "(Rocks 2016). CSAT means: Welch's t-test; top-2-box: Newcombe's hybrid score interval; first-response time: "
+               "Mann–Whitney; resolution time: Kaplan–Meier medians and a log-rank test with open tickets censored; ticket volume: "
+               f"Poisson rate comparison. Benjamini–Hochberg FDR over all {tests_n} tests of the run. Cells whose minimum "
+               "detectable effect is larger than a meaningful change are reported as too few responses to tell."),
+        "ja": ("NPS＝推奨者（9–10）の割合−批判者（0–6）の割合。NPSの差は三項分布の分散によるWald区間（Rocks 2016）。"
+               "CSAT平均はWelchのt検定、上位2boxはNewcombeのハイブリッドスコア区間、初回応答時間はMann–Whitney検定、"
+               "解決時間は未解決チケットを打ち切りとしたKaplan–Meier中央値とログランク検定、件数はPoisson率の比較。"
+               f"実行内の全{tests_n}検定にBenjamini–Hochberg法（FDR）を適用。最小検出効果が大きすぎるセルは「回答数が少なく判断できない」と表示。"),
+    }[ctx.params.lang]
+    meta = "".join(f"<tr><td>{e(str(k))}</td><td>{e(str(v))}</td></tr>" for k, v in run_info.items())
+    return (f'<section><h2>{e(ctx.t("method"))}</h2><p>{e(text)}</p><h2>{e(ctx.t("run"))}</h2>'
+            f'<table class="koe-table">{meta}</table></section>')
+
+
+def plot_setup() -> None:
+    """seaborn theme with a Japanese font (set_theme resets the family, so name it here)."""
+    import matplotlib_fontja  # noqa: F401  registers IPAexGothic
+    import seaborn as sns
+
+    sns.set_theme(style="whitegrid", font="IPAexGothic", palette="colorblind")
+
+
+def plot_nps_trend(ctx: Context, programme_date: str | None = None):
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    data = ctx.monthly.filter((pl.col("kpi") == "nps") & (pl.col("segment_col").is_in(["all", "channel"]))).with_columns(
+        pl.when(pl.col("segment_col") == "all").then(pl.lit(ctx.t("all"))).otherwise(pl.col("segment_value")).alias("series")
+    ).sort("period")
+    fig, ax = plt.subplots(figsize=(9, 4))
+    sns.lineplot(data=data.to_pandas(), x="period", y="value", hue="series", style="series", markers=True, ax=ax)
+    ax.set_title(ctx.t("nps_trend"))
+    ax.set_xlabel(ctx.t("month"))
+    ax.set_ylabel("NPS")
+    ax.tick_params(axis="x", rotation=45)
+    if programme_date:
+        periods = data["period"].unique().sort().to_list()
+        marker = programme_date[:7]
+        if marker in periods:
+            ax.axvline(periods.index(marker), color="#D55E00", linestyle="--", linewidth=1)
+            ax.text(periods.index(marker) + 0.1, ax.get_ylim()[1] * 0.95, ctx.t("programme"), color="#D55E00", va="top")
+    fig.tight_layout()
+    return fig
+
+
+def plot_topic_trend(ctx: Context, top: int = 8):
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    keep = ctx.topics.filter(pl.col("topic") != -1).sort("size", descending=True).head(top).select("topic", "label")
+    data = ctx.topics_over_time.join(keep, on="topic").sort("period")
+    fig, ax = plt.subplots(figsize=(9, 4.5))
+    sns.lineplot(data=data.to_pandas(), x="period", y="share", hue="label", ax=ax)
+    ax.set_title(ctx.t("topic_trend"))
+    ax.set_xlabel(ctx.t("month"))
+    ax.set_ylabel(ctx.t("share"))
+    ax.tick_params(axis="x", rotation=45)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    fig.tight_layout()
+    return fig
+
+
+def nps_takeaway(ctx: Context) -> str:
+    rows = ctx.tests.filter((pl.col("comparison") == "programme") & (pl.col("kpi") == "nps") & (pl.col("segment_col") == "all"))
+    if not len(rows):
+        return ""
+    r = rows.row(0, named=True)
+    if ctx.params.lang == "ja":
+        return f"施策開始後、全体のNPSは{_signed(r['diff'])}ポイント変化（{ctx.t(r['verdict'])}）。"
+    return f"After the programme launch overall NPS moved {_signed(r['diff'])} points ({ctx.t(r['verdict'])})."
+
+
+def topic_takeaway(ctx: Context) -> str:
+    em = ctx.topics.filter(pl.col("emerging"))
+    if not len(em):
+        return "直近で急増したトピックはありません。" if ctx.params.lang == "ja" else "No topic grew sharply in the recent months."
+    labels = "、".join(f"「{x}」" for x in em["label"].to_list())
+    return f"直近で急増：{labels}" if ctx.params.lang == "ja" else f"Grew sharply in recent months: {labels}"
+
+
+def takeaway_html(text: str) -> str:
+    return f'<p class="koe-takeaway">{e(text)}</p>'
+
+
+def header_html(ctx: Context, run_info: dict) -> str:
+    return (f'<header class="koe-header"><h1>{e(ctx.params.title)}</h1>'
+            f'<p>{e(str(run_info.get("data window", "")))} · {e(str(run_info.get("generated", "")))}</p></header>')
+
+
+def run_info(ctx: Context, root: str | Path, params) -> dict:
+    """Run metadata for the appendix: data window, what was compared, hashes of data and params, code version."""
+    import hashlib
+    import subprocess
+    from datetime import datetime, timezone
+
+    import pipelines
+
+    root = Path(root)
+    data_hash = hashlib.sha256()
+    for rel in (ctx.params.in_kpi_tests, ctx.params.in_topics, ctx.params.in_clean_metrics):
+        data_hash.update((root / rel).read_bytes())
+    params_hash = hashlib.sha256(json.dumps(params.model_dump(mode="json"), sort_keys=True).encode()).hexdigest()
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        commit = ""
+    periods = ctx.monthly["period"].unique().sort().to_list()
+    windows = ctx.tests.filter(pl.col("comparison") == "window").select("label_a", "label_b").head(1)
+    return {
+        "data window": f"{periods[0]} – {periods[-1]}" if periods else "",
+        "programme date": str(params.kpis.programme_date),
+        "window comparison": f"{windows['label_a'][0]} → {windows['label_b'][0]}" if len(windows) else "",
+        "FDR q": params.kpis.fdr_q,
+        "tests in the family": _n_tests(ctx),
+        "data hash (sha256)": data_hash.hexdigest()[:16],
+        "params hash (sha256)": params_hash[:16],
+        "code version": f"koe {pipelines.__version__}" + (f" ({commit})" if commit else ""),
+        "generated": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+    }
+
+
+def render_html(executed_notebook: str | Path, out_html: str | Path, lang: str = "ja") -> Path:
+    """Executed report notebook → one self-contained HTML file: no code, no external requests."""
+    import nbformat
+    from nbconvert import HTMLExporter
+
+    from pipelines import io as kio
+
+    nb = nbformat.read(str(executed_notebook), as_version=4)
+    # Warnings and logs are for the researcher's copy, not the stakeholder's page.
+    for cell in nb.cells:
+        if cell.cell_type == "code":
+            cell.outputs = [o for o in cell.get("outputs", []) if not (o.get("output_type") == "stream" and o.get("name") == "stderr")]
+    exporter = HTMLExporter(template_name="koe_report", extra_template_basedirs=[str(TEMPLATE_DIR)])
+    exporter.exclude_input = True
+    exporter.exclude_input_prompt = True
+    exporter.exclude_output_prompt = True
+    nb.metadata["title"] = nb.metadata.get("title") or "koe report"
+    body, _ = exporter.from_notebook_node(nb, resources={"language_code": lang})
+    return kio.write_text(body, out_html)

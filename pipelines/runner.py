@@ -1,0 +1,75 @@
+"""Runs one stage's notebook through papermill with its params.yaml section (what dvc.yaml calls)."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+from pipelines.params import STAGES, ParamsError, load, section
+
+log = logging.getLogger("koe")
+
+KERNEL = "koe"  # registered by `make setup` with the venv's absolute python path (cron has no PATH)
+
+
+class StageFailed(RuntimeError):
+    def __init__(self, stage: str, notebook: Path, cause: str):
+        super().__init__(f"stage {stage!r} failed: {cause} (executed notebook kept at {notebook})")
+        self.stage, self.notebook = stage, notebook
+
+
+def check_notebook_params(stage: str, root: Path, values: dict) -> None:
+    """The notebook's parameters and the params.yaml section must be the same names (papermill only warns)."""
+    import papermill
+
+    declared = set(papermill.inspect_notebook(str(root / STAGES[stage])))
+    unknown, missing = sorted(set(values) - declared), sorted(declared - set(values))
+    if unknown or missing:
+        raise ParamsError(
+            f"params.yaml section {stage!r} and {STAGES[stage]} disagree: "
+            f"not in the notebook: {unknown or '-'}; not in params.yaml: {missing or '-'}"
+        )
+
+
+def run_stage(stage: str, root: str | Path = ".", out_dir: str = "reports/notebooks") -> Path:
+    """Execute the stage notebook; the executed copy replaces the previous one only on success."""
+    import papermill
+    from papermill.exceptions import PapermillExecutionError
+
+    root = Path(root).resolve()
+    if stage not in STAGES:
+        raise ParamsError(f"unknown stage {stage!r}; stages are {', '.join(STAGES)}")
+    params = load(root / "params.yaml")
+    values = section(params, stage)
+    check_notebook_params(stage, root, values)
+    notebook = root / STAGES[stage]
+    target_dir = root / out_dir
+    target_dir.mkdir(parents=True, exist_ok=True)
+    running = target_dir / f".{notebook.stem}.running.ipynb"
+    failed = target_dir / f"{notebook.stem}.failed.ipynb"
+    log.info("stage %s: executing %s", stage, notebook.relative_to(root))
+    env_root = os.environ.get("KOE_ROOT")
+    os.environ["KOE_ROOT"] = str(root)
+    try:
+        papermill.execute_notebook(
+            str(notebook), str(running), parameters=values, cwd=str(notebook.parent), kernel_name=KERNEL,
+            progress_bar=False, log_output=False, report_mode=False,
+        )
+    except PapermillExecutionError as e:
+        os.replace(running, failed)
+        raise StageFailed(stage, failed, f"{e.ename}: {e.evalue}") from None
+    finally:
+        if env_root is None:
+            os.environ.pop("KOE_ROOT", None)
+        else:
+            os.environ["KOE_ROOT"] = env_root
+    executed = target_dir / notebook.name
+    os.replace(running, executed)
+    failed.unlink(missing_ok=True)
+    if stage == "report":
+        from pipelines.report import render_html
+
+        html = render_html(executed, root / params.report.out_html, lang=params.report.lang)
+        log.info("report written to %s", html.relative_to(root))
+    return executed

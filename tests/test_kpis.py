@@ -1,0 +1,449 @@
+"""Tests for pipelines.kpis: published reference values, simulations and table fixtures."""
+
+from __future__ import annotations
+
+import json
+import math
+from datetime import date, datetime, timedelta, timezone
+
+import numpy as np
+import polars as pl
+import pytest
+from pydantic import ValidationError
+from scipy import stats
+
+from pipelines import kpis
+from pipelines.kpis import KpisParams
+from pipelines.tables import FEEDBACK_SCHEMA, TICKETS_SCHEMA
+
+# ---------------------------------------------------------------------------------------------
+# Published reference values
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("k1", "n1", "k2", "n2", "low", "high"),
+    [
+        # Newcombe (1998), Stat Med 17:873–890, Table II, method 10 (hybrid score), examples
+        # (a) 56/70 − 48/80 and (b) 9/10 − 3/10; values as reproduced in the test suite of the
+        # R package propint (tests: "ci.two.indep.props produces the results reported in
+        # Newcombe1998"): 0.0524–0.3339 and 0.1705–0.8090.
+        (56, 70, 48, 80, 0.0524, 0.3339),
+        (9, 10, 3, 10, 0.1705, 0.8090),
+    ],
+)
+def test_newcombe_hybrid_score_interval_matches_table_ii(k1, n1, k2, n2, low, high):
+    # compare_proportions reports b − a in percentage points; Newcombe's difference is p1 − p2.
+    res = kpis.compare_proportions(k_a=k2, n_a=n2, k_b=k1, n_b=n1)
+    assert round(res.ci_low / 100, 4) == low
+    assert round(res.ci_high / 100, 4) == high
+    assert res.diff == pytest.approx(100 * (k1 / n1 - k2 / n2))
+
+
+def test_benjamini_hochberg_1995_example():
+    # Benjamini & Hochberg (1995), JRSS B 57:289–300, section 4: the 15 p-values of Neuhaus
+    # et al.; at q = 0.05 the step-up procedure rejects exactly the four smallest.
+    p = [0.0001, 0.0004, 0.0019, 0.0095, 0.0201, 0.0278, 0.0298, 0.0344,
+         0.0459, 0.3240, 0.4262, 0.5719, 0.6528, 0.7590, 1.0000]
+    adjusted, rejected = kpis.bh_adjust(p, q=0.05)
+    assert rejected == [True] * 4 + [False] * 11
+    assert all(a is not None and a >= raw for a, raw in zip(adjusted, p, strict=True))
+
+
+def test_bh_leaves_missing_p_values_out_of_the_family():
+    adjusted, rejected = kpis.bh_adjust([0.01, None, 0.04], q=0.05)
+    assert adjusted[1] is None and rejected[1] is False
+    assert adjusted[0] == pytest.approx(0.02) and adjusted[2] == pytest.approx(0.04)
+
+
+def test_mann_whitney_scipy_documentation_example():
+    # scipy.stats.mannwhitneyu docs, Examples: diagnosis ages of males [19, 22, 16, 29, 24] and
+    # females [20, 11, 17, 12]; exact test gives U_M = 17 and two-sided p = 0.1111111111111111.
+    males, females = [19, 22, 16, 29, 24], [20, 11, 17, 12]
+    res = kpis.compare_medians(np.array(females), np.array(males))
+    assert round(res.p_value, 4) == 0.1111
+    assert res.effect_size == pytest.approx(2 * 17 / (5 * 4) - 1)  # rank-biserial from U_M = 17
+    assert res.diff == pytest.approx(22 - 14.5)
+
+
+def test_logrank_lifelines_documentation_example():
+    # lifelines.statistics.logrank_test docstring example: T1/E1 vs T2/E2 gives
+    # p_value 0.7676 and test_statistic 0.0872 (the docstring truncates to 4 decimals; the
+    # computed p is 0.76769, hence the 1e-4 tolerance rather than rounding).
+    t1, e1 = np.array([1, 4, 10, 12, 12, 3, 5.4]), np.array([1, 0, 1, 0, 1, 1, 1])
+    t2, e2 = np.array([4, 5, 7, 11, 14, 20, 8, 8]), np.ones(8)
+    res = kpis.compare_survival(t1, e1, t2, e2)
+    assert abs(res.p_value - 0.7676) < 1e-4
+    assert res.n_a == 7 and res.n_b == 8
+
+
+# ---------------------------------------------------------------------------------------------
+# NPS
+# ---------------------------------------------------------------------------------------------
+
+
+def test_nps_wald_variance_by_hand():
+    # 5 promoters, 3 passives, 2 detractors: NPS = 30; scores in {+1, 0, −1} have
+    # E[X] = 0.3, E[X²] = 0.7, so Var(X) = 0.61 and Var(NPS/100) = 0.61 / 10 = 0.061.
+    counts = kpis.nps_counts([10, 9, 9, 10, 9, 8, 7, 7, 3, 0])
+    assert counts == (5, 3, 2)
+    assert kpis.nps_value(counts) == pytest.approx(30.0)
+    assert kpis.nps_variance(counts) == pytest.approx(0.061)
+    low, high = kpis.nps_wald_ci(counts, alpha=0.05)
+    half = 1.959963984540054 * 100 * math.sqrt(0.061)
+    assert (low, high) == pytest.approx((30 - half, 30 + half))
+
+
+def test_nps_adjusted_wald_adds_pseudo_observations():
+    # Adjusted Wald (Rocks 2016; R package nps): counts + (0.75 promoters, 1.5 passives,
+    # 0.75 detractors), then Wald. All 10 promoters → adjusted p_P = 10.75/13, p_D = 0.75/13.
+    low, high = kpis.nps_adjusted_wald_ci((10, 0, 0))
+    p_p, p_d = 10.75 / 13, 0.75 / 13
+    centre = 100 * (p_p - p_d)
+    half = 1.959963984540054 * 100 * math.sqrt((p_p + p_d - (p_p - p_d) ** 2) / 13)
+    assert low == pytest.approx(centre - half)
+    assert high == 100.0  # clipped
+    assert kpis.nps_wald_ci((10, 0, 0)) == (100.0, 100.0)  # the Wald interval collapses
+
+
+def _draw_nps(rng: np.random.Generator, n: int, p_pro: float, p_det: float) -> np.ndarray:
+    """n scores with promoter/detractor shares p_pro/p_det (as 10 / 8 / 0: only the class matters)."""
+    counts = rng.multinomial(n, [p_pro, 1 - p_pro - p_det, p_det])
+    return np.repeat([10, 8, 0], counts)
+
+
+def test_nps_wald_interval_agrees_with_bootstrap():
+    rng = np.random.default_rng(7)
+    scores = _draw_nps(rng, 400, 0.45, 0.25)
+    wald = kpis.nps_wald_ci(kpis.nps_counts(scores))
+    boot = kpis.nps_bootstrap_ci(scores, n_resamples=2000, seed=1)
+    assert wald == pytest.approx(boot, abs=1.5)  # NPS points
+
+
+def test_nps_difference_interval_agrees_with_two_sample_bootstrap():
+    rng = np.random.default_rng(11)
+    a, b = _draw_nps(rng, 300, 0.4, 0.3), _draw_nps(rng, 300, 0.5, 0.2)
+    res = kpis.compare_nps(a, b)
+    unit = {s: (1 if s >= 9 else -1 if s <= 6 else 0) for s in range(11)}
+    ua, ub = np.vectorize(unit.get)(a), np.vectorize(unit.get)(b)
+    boot = stats.bootstrap(
+        (ub, ua), lambda x, y, axis: 100 * (x.mean(axis=axis) - y.mean(axis=axis)),
+        n_resamples=2000, method="percentile", rng=np.random.default_rng(3),
+    )
+    assert res.ci_low == pytest.approx(boot.confidence_interval.low, abs=2.0)
+    assert res.ci_high == pytest.approx(boot.confidence_interval.high, abs=2.0)
+
+
+def test_nps_wald_and_adjusted_wald_coverage_near_nominal():
+    rng = np.random.default_rng(5)
+    true_nps, hits_wald, hits_adj, reps = 100 * (0.45 - 0.25), 0, 0, 1000
+    for _ in range(reps):
+        counts = kpis.nps_counts(_draw_nps(rng, 200, 0.45, 0.25))
+        lo, hi = kpis.nps_wald_ci(counts)
+        hits_wald += lo <= true_nps <= hi
+        lo, hi = kpis.nps_adjusted_wald_ci(counts)
+        hits_adj += lo <= true_nps <= hi
+    # Binomial SE of a 95 % coverage over 1000 reps is 0.7 pp.
+    assert 0.93 <= hits_wald / reps <= 0.97
+    assert 0.93 <= hits_adj / reps <= 0.97
+
+
+# ---------------------------------------------------------------------------------------------
+# Simulation: FDR control and power at the reported MDE
+# ---------------------------------------------------------------------------------------------
+
+
+def test_bh_false_discovery_proportion_below_q():
+    # 100 cells with no shift + 50 with a 25-point NPS rise, n = 200 per period, 50 runs.
+    # Expected FDR under BH is q·m0/m = 0.033; measured mean FDP is asserted ≤ q.
+    rng = np.random.default_rng(2024)
+    q, fdps, powers = 0.05, [], []
+    for _ in range(50):
+        p, truth = [], []
+        for cell in range(150):
+            shifted = cell >= 100
+            a = _draw_nps(rng, 200, 0.40, 0.30)
+            b = _draw_nps(rng, 200, 0.525 if shifted else 0.40, 0.175 if shifted else 0.30)
+            p.append(kpis.compare_nps(a, b).p_value)
+            truth.append(shifted)
+        _, rejected = kpis.bh_adjust(p, q)
+        false = sum(r and not t for r, t in zip(rejected, truth, strict=True))
+        fdps.append(false / max(sum(rejected), 1))
+        powers.append(sum(r and t for r, t in zip(rejected, truth, strict=True)) / 50)
+    print(f"BH simulation: mean FDP {np.mean(fdps):.4f}, mean power {np.mean(powers):.3f}")
+    assert np.mean(fdps) <= q
+    assert np.mean(powers) > 0.5  # the procedure does find real shifts
+
+
+def test_planted_shift_of_reported_mde_is_found_about_80_percent():
+    # For each test family: read the MDE reported at n = 200 per period, plant a shift of
+    # exactly that size, and count unadjusted rejections at alpha over 400 runs.
+    rng = np.random.default_rng(99)
+    reps, alpha = 400, 0.05
+
+    pilot = kpis.compare_nps(_draw_nps(rng, 200, 0.4, 0.3), _draw_nps(rng, 200, 0.4, 0.3))
+    step = pilot.mde / 200  # move half the MDE from detractors to promoters (NPS rises by mde)
+    nps_hits = sum(
+        kpis.compare_nps(_draw_nps(rng, 200, 0.4, 0.3), _draw_nps(rng, 200, 0.4 + step, 0.3 - step)).p_value < alpha
+        for _ in range(reps)
+    )
+
+    pilot = kpis.compare_proportions(120, 200, 120, 200)
+    shifted = 0.6 - pilot.mde / 100  # the MDE is reported towards 0.5
+    prop_hits = 0
+    for _ in range(reps):
+        k_a, k_b = rng.binomial(200, 0.6), rng.binomial(200, shifted)
+        prop_hits += kpis.compare_proportions(k_a, 200, k_b, 200).p_value < alpha
+
+    pilot = kpis.compare_means(rng.normal(3.8, 0.9, 200), rng.normal(3.8, 0.9, 200))
+    mean_hits = sum(
+        kpis.compare_means(rng.normal(3.8, 0.9, 200), rng.normal(3.8 + pilot.mde, 0.9, 200)).p_value < alpha
+        for _ in range(reps)
+    )
+    print(f"power at reported MDE: nps {nps_hits / reps:.3f}, top2 {prop_hits / reps:.3f}, mean {mean_hits / reps:.3f}")
+    # Each should be ~0.8 (binomial SE 0.02 over 400 runs).
+    for hits in (nps_hits, prop_hits, mean_hits):
+        assert 0.72 <= hits / reps <= 0.90
+
+
+# ---------------------------------------------------------------------------------------------
+# Table fixtures
+# ---------------------------------------------------------------------------------------------
+
+AS_OF = date(2026, 7, 1)  # current window 2026-05〜06, previous 2026-03〜04
+PARAMS = KpisParams(as_of=AS_OF, programme_date=date(2026, 5, 1), window_months=2)
+UTC = timezone.utc
+
+
+def _feedback(responses: list[dict]) -> pl.DataFrame:
+    """Two question rows per response (both carry the scores, as the clean stage writes them)."""
+    rows = []
+    for r in responses:
+        for q in ("q1", "q2"):
+            d: date = r["date"]
+            rows.append({
+                "verbatim_id": f"survey:{r['id']}:{q}", "source": "survey", "file": "raw/s.csv",
+                "row": len(rows) + 1, "response_id": r["id"], "customer_id": f"c{r['id']}",
+                "ts_utc": datetime(d.year, d.month, d.day, 3, tzinfo=UTC), "date_local": d,
+                "period": f"{d:%Y-%m}", "nps": r.get("nps"), "csat": r.get("csat"),
+                "persona": r["persona"], "channel": "web", "product": "p1", "journey": "使用",
+                "question_id": q, "text": "ok", "lang": "ja", "text_status": "ok", "redactions": "",
+            })
+    return pl.DataFrame(rows, schema=FEEDBACK_SCHEMA)
+
+
+def _tickets(tickets: list[dict]) -> pl.DataFrame:
+    rows = []
+    for i, t in enumerate(tickets):
+        created = datetime(t["date"].year, t["date"].month, t["date"].day, 1, tzinfo=UTC)
+        hours, is_open = t["resolution_h"], t["open"]
+        rows.append({
+            "ticket_id": f"t{i:05d}", "customer_id": f"c{i}", "file": "raw/t.csv", "row": i + 1,
+            "channel": t["channel"], "product": "p1", "status": "open" if is_open else "solved",
+            "created_utc": created, "first_response_utc": created + timedelta(hours=t["first_h"]),
+            "resolved_utc": None if is_open else created + timedelta(hours=hours),
+            "period": f"{t['date']:%Y-%m}", "first_response_h": t["first_h"], "resolution_h": hours,
+            "is_open": is_open, "text": "", "lang": "ja",
+        })
+    return pl.DataFrame(rows, schema=TICKETS_SCHEMA)
+
+
+def _days(start: date, end: date, n: int) -> list[date]:
+    span = (end - start).days
+    return [start + timedelta(days=i * span // n) for i in range(n)]
+
+
+@pytest.fixture(scope="module")
+def fixture_tables() -> tuple[pl.DataFrame, pl.DataFrame]:
+    rng = np.random.default_rng(1)
+    before, after = (date(2026, 3, 1), date(2026, 5, 1)), (date(2026, 5, 1), date(2026, 7, 1))
+    responses, rid = [], 0
+
+    def add(persona: str, span: tuple[date, date], nps: np.ndarray, csat: np.ndarray) -> None:
+        nonlocal rid
+        for d, s, c in zip(_days(*span, len(nps)), nps, csat, strict=True):
+            rid += 1
+            responses.append({"id": f"r{rid:05d}", "date": d, "nps": int(s), "csat": int(c), "persona": persona})
+
+    # Persona "rise": NPS planted from about 0 to about +60.
+    add("rise", before, _draw_nps(rng, 150, 0.30, 0.30), rng.integers(2, 6, 150))
+    add("rise", after, _draw_nps(rng, 150, 0.70, 0.10), rng.integers(2, 6, 150))
+    # Persona "same": the identical multiset of scores in both periods.
+    same_nps, same_csat = np.tile(np.arange(11), 30)[:300], np.tile([1, 2, 3, 3, 4, 4, 4, 5, 5, 5], 30)
+    add("same", before, same_nps, same_csat)
+    add("same", after, same_nps, same_csat)
+    # Persona "tiny": under min_n in both periods.
+    add("tiny", before, np.full(8, 10), np.full(8, 5))
+    add("tiny", after, np.full(8, 0), np.full(8, 1))
+
+    tickets = []
+    for span, count in ((before, 60), (after, 120)):  # volume doubles: an adverse shift
+        for i, d in enumerate(_days(*span, count)):
+            is_open = i % 5 == 0  # every fifth ticket still open, censored at 500 h
+            tickets.append({"date": d, "channel": "email" if i % 2 else "chat", "open": is_open,
+                            "resolution_h": 500.0 if is_open else float(10 + i % 40), "first_h": float(1 + i % 7)})
+    return _feedback(responses), _tickets(tickets)
+
+
+@pytest.fixture(scope="module")
+def tests_frame(fixture_tables) -> pl.DataFrame:
+    return kpis.shift_tests(*fixture_tables, PARAMS)
+
+
+def _row(frame: pl.DataFrame, comparison: str, kpi: str, col: str = "all", value: str = "all") -> dict:
+    hit = frame.filter(
+        (pl.col("comparison") == comparison) & (pl.col("kpi") == kpi)
+        & (pl.col("segment_col") == col) & (pl.col("segment_value") == value)
+    )
+    assert hit.height == 1
+    return hit.row(0, named=True)
+
+
+def test_shift_tests_columns_and_labels(tests_frame):
+    assert tests_frame.schema == pl.Schema(kpis.SHIFT_SCHEMA)
+    row = _row(tests_frame, "window", "nps")
+    assert (row["label_a"], row["label_b"]) == ("2026-03〜2026-04", "2026-05〜2026-06")
+    assert set(tests_frame["verdict"]) <= {"improved", "worsened", "no detectable change", "too few responses to tell"}
+    # Ticket KPIs are segmented by ticket channel/product only; single-valued columns
+    # (product "p1", survey channel "web", journey "使用") would repeat the overall cell.
+    ticket_cols = set(tests_frame.filter(pl.col("kpi").is_in(kpis.TICKET_KPIS))["segment_col"])
+    assert ticket_cols == {"all", "channel"}
+    assert set(tests_frame.filter(pl.col("kpi") == "nps")["segment_col"]) == {"all", "persona"}
+
+
+def test_bh_runs_over_every_row_with_a_p_value(tests_frame):
+    tested = tests_frame.filter(pl.col("p_value").is_not_null())
+    adjusted, rejected = kpis.bh_adjust(tested["p_value"].to_list(), PARAMS.fdr_q)
+    assert tested["p_adjusted"].to_list() == pytest.approx(adjusted)
+    assert tested["significant"].to_list() == rejected
+
+
+def test_planted_nps_rise_is_improved_and_significant(tests_frame):
+    row = _row(tests_frame, "window", "nps", "persona", "rise")
+    assert row["significant"] and row["verdict"] == "improved"
+    assert row["diff"] > 30 and row["ci_low"] > 0
+    assert row["effect_size_kind"] == "cohen_d" and row["effect_size"] > 0
+
+
+def test_identical_segment_is_not_flagged(tests_frame):
+    for kpi in kpis.SURVEY_KPIS:
+        row = _row(tests_frame, "window", kpi, "persona", "same")
+        assert row["diff"] == pytest.approx(0.0)
+        assert not row["significant"]
+        assert row["verdict"] in {"no detectable change", "too few responses to tell"}
+    # With n = 300 per period the CSAT-mean MDE is below the 0.3-point meaningful change.
+    csat = _row(tests_frame, "window", "csat_mean", "persona", "same")
+    assert csat["mde"] < 0.3 and csat["verdict"] == "no detectable change"
+
+
+def test_small_segment_is_too_few_to_tell(tests_frame):
+    row = _row(tests_frame, "window", "nps", "persona", "tiny")
+    assert (row["n_a"], row["n_b"]) == (8, 8)
+    assert row["verdict"] == "too few responses to tell"
+    assert row["p_value"] is None and not row["significant"]
+    assert row["diff"] == pytest.approx(-200.0)  # estimates are still reported
+
+
+def test_responses_are_counted_once(fixture_tables, tests_frame):
+    feedback, _ = fixture_tables
+    assert feedback.height == 2 * feedback["response_id"].n_unique()
+    row = _row(tests_frame, "window", "nps")
+    assert (row["n_a"], row["n_b"]) == (150 + 300 + 8, 150 + 300 + 8)
+    monthly = kpis.monthly_kpis(feedback, fixture_tables[1], PARAMS)
+    all_nps = monthly.filter((pl.col("kpi") == "nps") & (pl.col("segment_col") == "all"))
+    assert all_nps["n"].sum() == feedback["response_id"].n_unique()
+
+
+def test_open_tickets_are_censored_not_dropped(fixture_tables, tests_frame):
+    _, tickets = fixture_tables
+    row = _row(tests_frame, "window", "resolution_h")
+    assert (row["n_a"], row["n_b"]) == (60, 120)  # open tickets included
+    before = tickets.filter(pl.col("created_utc") < datetime(2026, 5, 1, tzinfo=UTC))
+    km = kpis.km_median(before["resolution_h"].to_numpy(), ~before["is_open"].to_numpy())[0]
+    closed_only = float(before.filter(~pl.col("is_open"))["resolution_h"].median())
+    assert row["est_a"] == pytest.approx(km)
+    assert km > closed_only  # censoring at 500 h pulls the median up; dropping would not
+    assert row["method"] == "logrank"
+
+
+def test_ticket_volume_rise_is_an_alert(tests_frame):
+    row = _row(tests_frame, "window", "ticket_volume")
+    assert (row["est_a"], row["est_b"]) == pytest.approx((30.0, 60.0))  # tickets per month
+    assert row["effect_size"] == pytest.approx(2.0) and row["effect_size_kind"] == "rate_ratio"
+    assert row["verdict"] == "worsened"
+    found = kpis.alerts(tests_frame)
+    assert any(a["kpi"] == "ticket_volume" and a["segment"] == "all" and a["comparison"] == "window" for a in found)
+    assert all(a["verdict"] == "worsened" for a in found)
+    assert json.loads(json.dumps(found)) == found
+    assert found == kpis.alerts(tests_frame.reverse())  # stable order
+
+
+def test_headline_findings_and_metrics(fixture_tables, tests_frame):
+    top = kpis.headline_findings(tests_frame, top=3)
+    assert 1 <= len(top) <= 3
+    assert all(f["verdict"] in {"improved", "worsened"} for f in top)
+    strengths = [f["strength"] for f in top]
+    assert strengths == sorted(strengths, reverse=True)
+    json.dumps(top)
+    monthly = kpis.monthly_kpis(*fixture_tables, PARAMS)
+    metrics = kpis.kpi_metrics(tests_frame, monthly)
+    overall = _row(tests_frame, "window", "nps")
+    assert metrics["nps_now"] == pytest.approx(overall["est_b"]) and metrics["nps_before"] == pytest.approx(overall["est_a"])
+    assert metrics["n_alerts"] == len(kpis.alerts(tests_frame))
+    assert metrics["n_significant"] == tests_frame["significant"].sum()
+    assert metrics["latest_period"] == "2026-06"
+    json.dumps(metrics)
+
+
+def test_monthly_kpis_shape_and_values(fixture_tables):
+    monthly = kpis.monthly_kpis(*fixture_tables, PARAMS)
+    assert monthly.schema == pl.Schema(kpis.MONTHLY_SCHEMA)
+    assert set(monthly["kpi"]) == set(kpis.KPIS)
+    assert set(monthly["period"]) == {"2026-03", "2026-04", "2026-05", "2026-06"}
+    nps = monthly.filter((pl.col("kpi") == "nps") & (pl.col("segment_col") == "all"))
+    assert ((nps["ci_low"] <= nps["value"]) & (nps["value"] <= nps["ci_high"])).all()
+    assert nps["value"].is_between(-100, 100).all()
+    top2 = monthly.filter((pl.col("kpi") == "csat_top2") & (pl.col("segment_value") == "same"))
+    assert (top2["value"] * top2["n"]).sum() / top2["n"].sum() == pytest.approx(60.0)  # 6 of 10 are 4–5
+
+
+# ---------------------------------------------------------------------------------------------
+# Failure cases
+# ---------------------------------------------------------------------------------------------
+
+
+def test_empty_input_gives_empty_outputs():
+    feedback, tickets = pl.DataFrame(schema=FEEDBACK_SCHEMA), pl.DataFrame(schema=TICKETS_SCHEMA)
+    tests = kpis.shift_tests(feedback, tickets)
+    monthly = kpis.monthly_kpis(feedback, tickets)
+    assert tests.height == 0 and tests.schema == pl.Schema(kpis.SHIFT_SCHEMA)
+    assert monthly.height == 0
+    assert kpis.alerts(tests) == [] and kpis.headline_findings(tests) == []
+    assert kpis.kpi_metrics(tests, monthly)["n_tests"] == 0
+
+
+def test_kpi_without_data_in_one_period_is_too_few(fixture_tables):
+    feedback, tickets = fixture_tables
+    only_after = feedback.filter(pl.col("date_local") >= date(2026, 5, 1))
+    tests = kpis.shift_tests(only_after, tickets.head(0), PARAMS)
+    for kpi in kpis.KPIS:
+        row = _row(tests, "window", kpi)
+        assert row["verdict"] == "too few responses to tell"
+        assert row["n_a"] == 0 and row["p_value"] is None
+    volume = _row(tests, "window", "ticket_volume")
+    assert volume["est_a"] == 0.0 and volume["est_b"] == 0.0
+
+
+def test_as_of_defaults_to_month_after_latest_response(fixture_tables):
+    tests = kpis.shift_tests(*fixture_tables, KpisParams())
+    assert _row(tests, "window", "nps")["label_b"] == "2026-05〜2026-06"
+    assert _row(tests, "programme", "nps")["label_a"] == "2026-03〜2026-04"
+
+
+def test_params_are_validated():
+    with pytest.raises(ValidationError):
+        KpisParams(fdr_q=1.5)
+    with pytest.raises(ValidationError):
+        KpisParams(window_months=0)
+    with pytest.raises(ValidationError):
+        KpisParams(unknown=1)

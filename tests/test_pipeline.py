@@ -1,0 +1,190 @@
+"""End to end: a small demo through `dvc repro` in a temporary workspace, then nbval on every notebook.
+
+The tests never write into the project's own data/ or reports/.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import polars as pl
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+N_RESPONSES, N_TICKETS = 1500, 600
+
+pytestmark = pytest.mark.slow
+
+
+def _run(cmd: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", "KOE_ROOT": str(cwd)}
+    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=1200)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}")
+    return proc
+
+
+@pytest.fixture(scope="session")
+def workspace(tmp_path_factory) -> Path:
+    ws = tmp_path_factory.mktemp("koe-workspace")
+    for name in ("notebooks", "pipelines"):
+        shutil.copytree(ROOT / name, ws / name, ignore=shutil.ignore_patterns("__pycache__", ".ipynb_checkpoints"))
+    shutil.copy(ROOT / "dvc.yaml", ws / "dvc.yaml")
+    params = yaml.safe_load((ROOT / "params.yaml").read_text(encoding="utf-8"))
+    params["demo"].update(n_responses=N_RESPONSES, n_tickets=N_TICKETS)
+    (ws / "params.yaml").write_text(yaml.safe_dump(params, allow_unicode=True, sort_keys=False), encoding="utf-8")
+    _run(["dvc", "init", "--no-scm", "-q"], ws)
+    _run(["dvc", "config", "core.analytics", "false"], ws)
+    _run(["koe", "demo-data"], ws)
+    proc = _run(["dvc", "repro"], ws)
+    (ws / "first-repro.log").write_text(proc.stdout + proc.stderr, encoding="utf-8")
+    return ws
+
+
+@pytest.fixture(scope="session")
+def truth(workspace) -> dict:
+    return json.loads((workspace / "data/demo/truth.json").read_text(encoding="utf-8"))
+
+
+@pytest.fixture(scope="session")
+def report_html(workspace) -> str:
+    return (workspace / "reports/report.html").read_text(encoding="utf-8")
+
+
+def test_every_stage_ran_and_wrote_its_outputs(workspace):
+    log = (workspace / "first-repro.log").read_text(encoding="utf-8")
+    for stage in ("clean", "embed", "topics", "kpis", "report"):
+        assert f"Running stage '{stage}'" in log
+        assert (workspace / "reports/notebooks").glob(f"*_{stage}.ipynb")
+    for rel in ("data/clean/feedback.parquet", "data/embed/embeddings.parquet", "data/topics/topics.parquet",
+                "data/kpis/tests.parquet", "reports/alerts.json", "reports/metrics/kpis.json", "reports/report.html"):
+        assert (workspace / rel).is_file(), rel
+
+
+def test_nothing_is_lost(workspace, truth):
+    m = json.loads((workspace / "reports/metrics/clean.json").read_text(encoding="utf-8"))
+    assert m["rows_in"] == m["rows_kept"] + m["rows_quarantined"]
+    survey_rows = sum(f["rows_in"] for f in m["files"] if "survey" in f["file"])
+    assert survey_rows == sum(v for k, v in truth["counts"]["rows"].items() if "survey" in k)
+    assert m["quarantined_by_reason"].get("duplicate", 0) == truth["counts"]["duplicates"]
+    encodings = {Path(f["file"]).name: f["encoding"] for f in m["files"]}
+    assert encodings["survey_export_2.csv"] == "cp932"
+
+
+def test_report_is_self_contained(report_html):
+    assert "<html" in report_html and len(report_html) > 20_000
+    # no request to any other host: no external src/href/url(), no script that loads anything
+    assert not re.search(r"""(src|href)\s*=\s*["']?(https?:)?//""", report_html, re.I)
+    assert not re.search(r"url\(\s*['\"]?(https?:)?//", report_html, re.I)
+    assert not re.search(r"<script[^>]+src=", report_html, re.I)
+    assert "@import" not in report_html
+    assert report_html.count("data:image/png;base64,") >= 2  # charts embedded
+    assert "Content-Security-Policy" in report_html
+
+
+def test_report_shows_no_code(workspace, report_html):
+    assert "from pipelines import" not in report_html
+    assert "jp-InputArea-editor" not in report_html
+
+
+def test_planted_findings_are_found(workspace):
+    tests = pl.read_parquet(workspace / "data/kpis/tests.parquet").filter(pl.col("comparison") == "programme")
+
+    def verdict(kpi: str, col: str, value: str) -> dict:
+        return tests.filter((pl.col("kpi") == kpi) & (pl.col("segment_col") == col) & (pl.col("segment_value") == value)).row(0, named=True)
+
+    for channel in ("app", "web"):
+        row = verdict("nps", "channel", channel)
+        assert row["verdict"] == "improved" and row["significant"] and row["diff"] > 15, row
+    control = verdict("nps", "channel", "store")
+    assert control["verdict"] not in ("improved", "worsened"), control
+    assert verdict("nps", "all", "all")["verdict"] == "improved"
+    frt = verdict("first_response_h", "all", "all")
+    assert frt["verdict"] == "improved" and frt["est_b"] < frt["est_a"] / 2, frt
+
+
+def test_the_new_login_theme_is_its_own_emerging_topic(workspace, truth):
+    topics = pl.read_parquet(workspace / "data/topics/topics.parquet")
+    assign = pl.read_parquet(workspace / "data/topics/assignments.parquet")
+    themes = pl.DataFrame({"response_id": list(truth["theme_by_response"]), "theme": list(truth["theme_by_response"].values())})
+    joined = assign.join(themes, on="response_id")
+    login = joined.filter(pl.col("theme") == "login_failure")
+    main_topic = login.group_by("topic").len().sort("len", descending=True)["topic"][0]
+    members = joined.filter(pl.col("topic") == main_topic)
+    assert (members["theme"] == "login_failure").mean() >= 0.8  # its own topic, not mixed into another
+    assert (login["topic"] == main_topic).mean() >= 0.8
+    row = topics.filter(pl.col("topic") == main_topic).row(0, named=True)
+    assert row["emerging"], row
+    assert any(w in ("ログイン", "login") for w in row["words"]), row["words"]
+    flagged = topics.filter(pl.col("emerging"))["topic"].to_list()
+    assert flagged == [main_topic]
+
+
+def test_topics_agree_with_planted_themes(workspace, truth):
+    from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
+
+    assign = pl.read_parquet(workspace / "data/topics/assignments.parquet")
+    themes = pl.DataFrame({"response_id": list(truth["theme_by_response"]), "theme": list(truth["theme_by_response"].values())})
+    joined = assign.join(themes, on="response_id")
+    nmi = normalized_mutual_info_score(joined["theme"], joined["topic"])
+    ari = adjusted_rand_score(joined["theme"], joined["topic"])
+    print(f"topics vs planted themes: NMI {nmi:.3f}, ARI {ari:.3f} over {len(joined)} verbatims")
+    assert nmi >= 0.55 and ari >= 0.35
+
+
+def test_report_states_the_planted_findings(workspace, report_html):
+    topics = pl.read_parquet(workspace / "data/topics/topics.parquet")
+    label = topics.filter(pl.col("emerging"))["label"][0]
+    assert "エグゼクティブサマリー" in report_html
+    assert re.search(r"全体の NPS|全体のNPS", report_html) and "改善しました" in report_html
+    assert "channel = app" in report_html and "channel = web" in report_html
+    assert f"新しいテーマ「{label}」" in report_html.replace("&quot;", '"')
+    assert "初回応答時間" in report_html
+
+
+def test_no_personal_data_or_live_markup_reaches_any_output(workspace, truth, report_html):
+    outputs = [report_html]
+    outputs += [p.read_text(encoding="utf-8") for p in (workspace / "reports/notebooks").glob("*.ipynb")]
+    for rel in ("data/clean/feedback.parquet", "data/quarantine/quarantine.parquet", "data/topics/topics.parquet"):
+        frame = pl.read_parquet(workspace / rel)
+        outputs += [json.dumps(frame.select(pl.col(pl.String)).to_dicts(), ensure_ascii=False)]
+    blob = "\n".join(outputs)
+    assert truth["pii_strings"], "the demo plants personal data"
+    leaked = [p for p in truth["pii_strings"] if p in blob]
+    assert not leaked
+    assert "<script>alert" not in report_html and "onerror=alert" not in report_html
+
+
+def test_nbval_verifies_every_notebook(workspace):
+    """nbval re-runs each executed stage notebook and checks the cells marked NBVAL_CHECK_OUTPUT reproduce."""
+    notebooks = sorted(str(p) for p in (workspace / "reports/notebooks").glob("0*.ipynb"))
+    assert len(notebooks) == 5
+    sanitize = ROOT / "tests" / "nbval_sanitize.cfg"
+    proc = _run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--nbval-lax", "--nbval-current-env",
+                 f"--nbval-sanitize-with={sanitize}", *notebooks], workspace, check=False)
+    assert proc.returncode == 0, proc.stdout[-6000:]
+    assert re.search(r"\d+ passed", proc.stdout)
+
+
+def test_second_repro_does_no_work(workspace):
+    proc = _run(["dvc", "repro"], workspace)
+    assert "Running stage" not in proc.stdout
+    assert proc.stdout.count("didn't change, skipping") == 5
+
+
+def test_a_topic_parameter_reruns_topics_and_downstream_only(workspace):
+    params_path = workspace / "params.yaml"
+    params = yaml.safe_load(params_path.read_text(encoding="utf-8"))
+    params["topics"]["n_topics"] += 1
+    params_path.write_text(yaml.safe_dump(params, allow_unicode=True, sort_keys=False), encoding="utf-8")
+    proc = _run(["dvc", "repro"], workspace)
+    ran = set(re.findall(r"Running stage '(\w+)'", proc.stdout))
+    assert ran == {"topics", "report"}, proc.stdout
