@@ -266,7 +266,8 @@ def _mde_standardised(test: str, n_a: int, n_b: int, alpha: float, power: float)
     Cached: the root-finding is slow and depends on the cell sizes only.
     """
     solver = TTestIndPower() if test == "t" else NormalIndPower()
-    return float(solver.solve_power(nobs1=n_a, ratio=n_b / n_a, alpha=alpha, power=power))
+    # solve_power returns a 1-element array for some inputs, and the root of either sign (two-sided)
+    return abs(float(np.ravel(solver.solve_power(nobs1=n_a, ratio=n_b / n_a, alpha=alpha, power=power))[0]))
 
 
 def _cohen_d(a: np.ndarray, b: np.ndarray) -> float | None:
