@@ -282,12 +282,11 @@ def run(params: SentimentParams, root: str | Path = ".", scorers: Scorers | None
     scored = score(assignments, params, scorers, source=str(params.in_assignments))
     net = net_table(scored, params)
     overall = net.filter(pl.col("level") == "overall").to_dicts()
-    labels = scored["sentiment"].value_counts().to_dicts()
     metrics = {
         "verbatims": scored.height,
         "scored": int(scored["sentiment"].is_not_null().sum()),
         "unscored_languages": {str(k): v for k, v in sorted(Counter(scored.filter(pl.col("sentiment").is_null())["lang"].to_list()).items())},
-        "labels": {str(d["sentiment"]): int(d["count"]) for d in labels if d["sentiment"] is not None},
+        "labels": {label: int((scored["sentiment"] == label).sum()) for label in LABELS},
         "net_sentiment": round(overall[0]["net_sentiment"], 2) if overall else None,
         "net_sentiment_ci": [round(overall[0]["ci_low"], 2), round(overall[0]["ci_high"], 2)] if overall else None,
         "spearman_nps": nps_correlation(scored),
