@@ -30,7 +30,9 @@ LANGS = ("ja", "en")
 
 class SentimentParams(StrictModel):
     in_assignments: str = "data/topics/assignments.parquet"
+    in_tickets: str = "data/clean/tickets.parquet"  # tickets carry no score: sentiment stands in for one
     out_verbatims: str = "data/sentiment/verbatims.parquet"
+    out_tickets: str = "data/sentiment/tickets.parquet"
     out_net: str = "data/sentiment/net.parquet"
     metrics_path: str = "reports/metrics/sentiment.json"
     ja_neutral_band: float = Field(0.2, ge=0, lt=1)  # asari: |2·p(positive) − 1| below this → neutral
@@ -195,8 +197,8 @@ def topic_net_sentiment(verbatims: pl.DataFrame, alpha: float = 0.05, min_n: int
     return net_sentiment(verbatims, ["topic"], alpha, min_n)
 
 
-def net_table(scored: pl.DataFrame, params: SentimentParams) -> pl.DataFrame:
-    """One long table: overall, per topic, per segment column and per period (`level`, `value`, counts, net, CI)."""
+def net_table(scored: pl.DataFrame, params: SentimentParams, source: str = "survey") -> pl.DataFrame:
+    """One long table: overall, per topic, per segment column and per period (`source`, `level`, `value`, counts, net, CI)."""
     levels: list[tuple[str, str | None]] = [("overall", None)]
     if "topic" in scored.columns:
         levels.append(("topic", "topic"))
@@ -209,8 +211,8 @@ def net_table(scored: pl.DataFrame, params: SentimentParams) -> pl.DataFrame:
         value = pl.col(col).cast(pl.String) if col else pl.lit("all")
         t = t.with_columns(pl.lit(level).alias("level"), value.alias("value"))
         parts.append(t.drop(col) if col else t)
-    cols = ["level", "value", "n", "positive", "neutral", "negative", "mean_score", "net_sentiment", "ci_low", "ci_high", "enough"]
-    return pl.concat([p.select(cols) for p in parts])
+    cols = ["source", "level", "value", "n", "positive", "neutral", "negative", "mean_score", "net_sentiment", "ci_low", "ci_high", "enough"]
+    return pl.concat([p.with_columns(pl.lit(source).alias("source")).select(cols) for p in parts])
 
 
 def nps_correlation(scored: pl.DataFrame) -> dict:
@@ -269,6 +271,7 @@ def read_labelled(path: str | Path) -> pl.DataFrame:
 @dataclass
 class SentimentResult:
     verbatims: pl.DataFrame
+    tickets: pl.DataFrame
     net: pl.DataFrame
     metrics: dict
 
@@ -278,10 +281,15 @@ def run(params: SentimentParams, root: str | Path = ".", scorers: Scorers | None
     path = root / params.in_assignments
     if not path.exists():
         raise FileNotFoundError(f"{path}: not found (run the topics stage first)")
-    assignments = pl.read_parquet(path)
-    scored = score(assignments, params, scorers, source=str(params.in_assignments))
-    net = net_table(scored, params)
-    overall = net.filter(pl.col("level") == "overall").to_dicts()
+    tickets_path = root / params.in_tickets
+    if not tickets_path.exists():
+        raise FileNotFoundError(f"{tickets_path}: not found (run the clean stage first)")
+    scorers = scorers or Scorers.load(params.threads)
+    scored = score(pl.read_parquet(path), params, scorers, source=str(params.in_assignments))
+    tickets = score(pl.read_parquet(tickets_path), params, scorers, source=str(params.in_tickets))
+    net = pl.concat([net_table(scored, params), net_table(tickets, params, source="tickets")])
+    overall = net.filter((pl.col("source") == "survey") & (pl.col("level") == "overall")).to_dicts()
+    ticket_overall = net.filter((pl.col("source") == "tickets") & (pl.col("level") == "overall")).to_dicts()
     metrics = {
         "verbatims": scored.height,
         "scored": int(scored["sentiment"].is_not_null().sum()),
@@ -290,8 +298,14 @@ def run(params: SentimentParams, root: str | Path = ".", scorers: Scorers | None
         "net_sentiment": round(overall[0]["net_sentiment"], 2) if overall else None,
         "net_sentiment_ci": [round(overall[0]["ci_low"], 2), round(overall[0]["ci_high"], 2)] if overall else None,
         "spearman_nps": nps_correlation(scored),
+        "tickets": {
+            "tickets": tickets.height,
+            "scored": int(tickets["sentiment"].is_not_null().sum()),
+            "labels": {label: int((tickets["sentiment"] == label).sum()) for label in LABELS},
+            "net_sentiment": round(ticket_overall[0]["net_sentiment"], 2) if ticket_overall else None,
+        },
     }
-    return SentimentResult(scored, net, metrics)
+    return SentimentResult(scored, tickets, net, metrics)
 
 
 def write(result: SentimentResult, params: SentimentParams, root: str | Path = ".") -> None:
@@ -299,6 +313,7 @@ def write(result: SentimentResult, params: SentimentParams, root: str | Path = "
 
     root = Path(root)
     kio.write_parquet(result.verbatims, root / params.out_verbatims)
+    kio.write_parquet(result.tickets, root / params.out_tickets)
     kio.write_parquet(result.net, root / params.out_net)
     kio.write_json(result.metrics, root / params.metrics_path)
 
