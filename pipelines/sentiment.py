@@ -5,6 +5,10 @@ tests/fixtures/sentiment/labelled.csv (labels written before any model ran; scri
 figures). Candidates measured there, accuracy / macro-F1 over negative, neutral, positive:
 Japanese — asari 0.632 / 0.563, oseti (needs MeCab + ipadic + bunkai) 0.552 / 0.545;
 English — VADER 0.533 / 0.529, TextBlob 0.526 / 0.520; VADER is dependency-free, so it won.
+Known weaknesses, visible in the confusion matrices: asari is a two-class model, so Japanese neutral statements
+mostly come out positive; VADER misses complaints that carry no sentiment word ("The app keeps disconnecting" →
+neutral) and reads the politeness of support tickets ("Please help") as positive. Read net sentiment as a relative
+measure across topics, segments and periods, not as an absolute share of unhappy customers.
 
 Net sentiment is read like NPS: % positive − % negative on −100..100, with the adjusted-Wald interval on the
 trinomial variance (Rocks 2016) that pipelines.kpis uses for NPS.
