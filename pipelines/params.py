@@ -13,6 +13,7 @@ from pipelines.demo import DemoParams
 from pipelines.embed import EmbedParams
 from pipelines.kpis import KpisParams
 from pipelines.report import ReportParams
+from pipelines.sentiment import SentimentParams
 from pipelines.topics import TopicsParams
 
 
@@ -22,6 +23,7 @@ class KoeParams(StrictModel):
     embed: EmbedParams
     topics: TopicsParams
     kpis: KpisParams
+    sentiment: SentimentParams
     report: ReportParams
 
 
@@ -31,6 +33,7 @@ STAGES: dict[str, str] = {
     "embed": "notebooks/02_embed.ipynb",
     "topics": "notebooks/03_topics.ipynb",
     "kpis": "notebooks/04_kpis.ipynb",
+    "sentiment": "notebooks/06_sentiment.ipynb",
     "report": "notebooks/05_report.ipynb",
 }
 

@@ -15,7 +15,8 @@ def pins(lock_text: str) -> list[str]:
 
 # bertopic declares sentence-transformers (→ torch, GBs of CUDA); koe embeds without it, so conda
 # users install bertopic without its dependencies, as the Makefile's pinned closure does.
-NO_DEPS = ("bertopic",)
+# asari pins packaging<22 and wants skl2onnx, needed only to retrain its model (overrides.txt drops both).
+NO_DEPS = ("bertopic", "asari")
 
 
 def render(lock_text: str) -> str:

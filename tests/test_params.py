@@ -148,6 +148,7 @@ def test_environment_yml_matches_the_lock():
     env_pins = dict(p.lower().split("==") for p in pip)
     lock = _lock_pins()
     assert "python=3.11" in env["dependencies"]
-    # bertopic is installed with --no-deps (see the file's header), everything else exactly as locked
-    assert env_pins == {k: v for k, v in lock.items() if k != "bertopic"}
-    assert f"bertopic=={lock['bertopic']}" in (ROOT / "environment.yml").read_text(encoding="utf-8")
+    # bertopic and asari are installed with --no-deps (see the file's header), everything else exactly as locked
+    assert env_pins == {k: v for k, v in lock.items() if k not in ("bertopic", "asari")}
+    for name in ("bertopic", "asari"):
+        assert f"{name}=={lock[name]}" in (ROOT / "environment.yml").read_text(encoding="utf-8")
