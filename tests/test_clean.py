@@ -168,8 +168,9 @@ def test_rows_in_equals_kept_plus_quarantined(rows):
         fields = [rid, "C", ts, nps, "3", text, "シニア", "app", "スマート照明", "使用"][:width] + [""] * max(0, width - 10)
         records.append((i, fields))
     p = params()
-    fb, q = clean.clean_survey(header, records, p.surveys[0], "f.csv", p)
-    assert fb["row"].n_unique() + len(q) == len(records)
+    raw = clean.records_table([f for _, f in records], [header], "test")
+    fb, q = clean.clean_survey(raw, p.surveys[0], "f.csv", p)
+    assert fb["row"].n_unique() + len(q) == len(records) - raw.blank_lines
     assert set(fb["row"].to_list()).isdisjoint(q["row"].to_list())
 
 
