@@ -153,7 +153,7 @@ _ENTITIES = {"&amp;": "&", "&lt;": "<", "&gt;": ">", "&quot;": '"', "&#39;": "'"
 REDACTIONS: list[tuple[str, str]] = [
     ("EMAIL", r"[A-Za-z0-9._%+\-]+@[A-Za-z0-9\-]+(?:\.[A-Za-z0-9\-]+)*\.[A-Za-z]{2,}"),
     ("CARD", r"[0-9](?:[ \-]?[0-9]){12,18}"),
-    ("PHONE", r"\+[0-9]{1,3}[ \-]?(?:\(0\))?[0-9]{1,4}[ \-]?[0-9]{1,4}[ \-]?[0-9]{3,4}"
+    ("PHONE", r"\+[0-9]{1,3}[ \-]?(?:\(0\))?\(?[0-9]{1,4}\)?[ \-]?[0-9]{1,4}[ \-]?[0-9]{3,4}"
               r"|\(?0[0-9]{1,4}\)?[ \-]?[0-9]{1,4}[ \-][0-9]{3,4}|0[5-9]0[0-9]{8}|0[0-9]{9}"),
     ("POSTCODE", r"〒 ?[0-9]{3}-?[0-9]{4}|[0-9]{3}-[0-9]{4}"),
 ]
@@ -358,7 +358,23 @@ def read_delimited_python(text: str, path: str, delimiter: str, header_rows: int
     return records_table(records[header_rows:], headers, "python-csv")
 
 
-_BLANK_LINE = r'^[\s"{sep}]*$'
+_BLANK_CANDIDATE = r'^[\s"{sep}]*$'  # whitespace, separators and quotes only: parsed exactly to decide
+
+
+def _blank_records(frame: pl.DataFrame, records: pl.DataFrame, sep: str) -> pl.Series:
+    """Which records hold no data (every field empty or whitespace), exactly as Python's csv reads them.
+
+    Only records made of whitespace, separators and quotes are candidates; those few are parsed exactly.
+    """
+    idx = records["cand"].arg_true()
+    if len(idx) == 0:
+        return records["cand"]
+    texts = (
+        frame.filter(pl.col("rec").is_in(records["rec"].gather(idx).implode()))
+        .group_by("rec", maintain_order=True).agg(pl.col("l").str.join("\n"))["l"].to_list()
+    )
+    blank = [all(not f.strip() for f in next(csv.reader(io.StringIO(t, newline=""), delimiter=sep), [])) for t in texts]
+    return records["cand"].scatter(idx, blank)
 
 
 def read_delimited(text: str, path: str, delimiter: str, header_rows: int = 1, data: bytes | None = None) -> RawTable:
@@ -386,18 +402,23 @@ def read_delimited(text: str, path: str, delimiter: str, header_rows: int = 1, d
     )
     # Separators outside quotes: drop quoted stretches (a line that starts inside a quote is re-opened).
     unquoted = (
-        pl.when(pl.col("q") == 0).then(pl.col("l"))
+        pl.when((pl.col("q") == 0) & pl.col("open_before")).then(pl.lit(""))  # wholly inside a quoted field
+        .when(pl.col("q") == 0).then(pl.col("l"))
         .otherwise(
             pl.when(pl.col("open_before")).then(pl.lit('"') + pl.col("l")).otherwise(pl.col("l"))
             .str.replace_all(r'"[^"]*(?:"|$)', "")
         )
     )
-    frame = frame.with_columns(unquoted.str.count_matches(re.escape(sep)).cast(pl.Int64).alias("seps"))
+    frame = frame.with_columns(
+        unquoted.str.count_matches(re.escape(sep)).cast(pl.Int64).alias("seps"),
+        pl.col("l").str.contains(_BLANK_CANDIDATE.format(sep=re.escape(sep))).alias("cand"),
+    )
     records = frame.group_by("rec", maintain_order=True).agg(
         pl.len().alias("n_lines"),
         (pl.col("seps").sum() + 1).alias("n_fields"),
-        pl.col("l").first().str.contains(_BLANK_LINE.format(sep=re.escape(sep))).alias("blank_line"),
-    ).with_columns((pl.col("blank_line") & (pl.col("n_lines") == 1)).alias("blank"))
+        pl.col("cand").all(),
+    )
+    records = records.with_columns(_blank_records(frame, records, sep).alias("blank"))
     # Header rows: the first non-blank records, parsed exactly.
     lead = int(records["blank"].arg_min() or 0) if not records["blank"].all() else len(records)
     head = records.slice(lead, header_rows)
