@@ -437,3 +437,17 @@ def test_fast_reader_matches_python_csv(rows, sep, terminator):
     assert fast.ragged.select("row", "n_fields").rows() == exact.ragged.select("row", "n_fields").rows()
     norm = lambda f: f.with_columns(pl.all().exclude("row").fill_null("").str.replace_all("\r", "")).rows()  # noqa: E731
     assert norm(fast.frame) == norm(exact.frame)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.text(alphabet=st.sampled_from(list("aあ ＆&<>;lt\u200b\u3000\n\t。なし特に-0@ｱ👍")), max_size=14), max_size=12))
+def test_column_fast_paths_equal_the_reference_rules(texts):
+    """The column-wise rules (rare rules only where needed) give exactly what the plain expressions give."""
+    frame = pl.DataFrame({"t": texts}, schema={"t": pl.String})
+    reference = frame.select(clean.normalise_text(pl.col("t")))["t"]
+    fast = clean.normalise_series(frame["t"])
+    assert fast.to_list() == reference.to_list()
+    na = clean.NON_ANSWERS_DEFAULT
+    assert clean.text_status_series(fast, na).to_list() == fast.to_frame().select(clean.text_status(pl.col("t"), na)).to_series().to_list()
+    both = clean.redact(fast.to_frame("t"), "t")
+    assert both.rows() == clean._redact_all(fast.to_frame("t"), "t").rows()
