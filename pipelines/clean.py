@@ -8,10 +8,12 @@ Personal data is redacted here, before any text leaves the stage.
 from __future__ import annotations
 
 import csv
+import functools
 import glob
 import io
 import json
 import re
+import unicodedata
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -294,12 +296,34 @@ def _patch(values: pl.Series, mask: pl.Series, rule) -> pl.Series:
     return values.scatter(idx, changed)
 
 
-_TRAIL = r"[。、.!！?？\s]+$"
+@functools.lru_cache(maxsize=1)
+def _nfkc_unstable() -> str:
+    """A regex class of every character NFKC may change: those with a compatibility or canonical mapping,
+    combining marks, and the second halves of canonical compositions (e.g. the dakuten in か + ゛ → が).
+    A text without any of them is already NFKC, so it need not be normalised (most Japanese text)."""
+    cps: set[int] = set(range(0x1161, 0x11C3))  # Hangul vowel and final jamo compose with what precedes them
+    for cp in range(0x30000):
+        if 0xD800 <= cp <= 0xDFFF:
+            continue
+        c = chr(cp)
+        if unicodedata.combining(c) or unicodedata.normalize("NFKC", c) != c:
+            cps.add(cp)
+        parts = unicodedata.decomposition(c).split()
+        if len(parts) == 2 and not parts[0].startswith("<"):
+            cps.add(int(parts[1], 16))
+    ranges: list[list[int]] = []
+    for cp in sorted(cps):
+        if ranges and ranges[-1][1] == cp - 1:
+            ranges[-1][1] = cp
+        else:
+            ranges.append([cp, cp])
+    return "[" + "".join(re.escape(chr(a)) + (f"-{re.escape(chr(b))}" if b > a else "") for a, b in ranges) + "]"
 
 
 def normalise_series(text: pl.Series) -> pl.Series:
-    """normalise_text for a whole column, applying each rare rule only to the texts that need it (same result)."""
-    out = text.fill_null("").str.normalize("NFKC")
+    """normalise_text for a whole column, applying each rule only to the texts that need it (same result)."""
+    out = text.fill_null("")
+    out = _patch(out, out.str.contains(_nfkc_unstable()), lambda t: t.str.normalize("NFKC"))
 
     def markup(t: pl.Expr) -> pl.Expr:
         for _ in range(2):
@@ -452,6 +476,17 @@ def _blank_records(frame: pl.DataFrame, records: pl.DataFrame, sep: str) -> pl.S
     return records["cand"].scatter(idx, blank)
 
 
+def _physical_lines(text: str, data: bytes) -> pl.Series:
+    """The file's lines (final line break dropped), split by polars' parallel reader when it can vouch for them."""
+    expected = data.count(b"\n") + (0 if data.endswith(b"\n") else 1)
+    if b"\x1f" not in data:  # the unit separator stands in for "no field separator"
+        lines = pl.read_csv(data, has_header=False, separator="\x1f", quote_char=None, schema={"l": pl.String},
+                            raise_if_empty=False)["l"].fill_null("")
+        if len(lines) == expected:
+            return lines
+    return pl.Series("l", text.split("\n")[:expected], dtype=pl.String)
+
+
 def read_delimited(text: str, path: str, delimiter: str, header_rows: int = 1, data: bytes | None = None) -> RawTable:
     """Delimited text → RawTable, with polars' parallel CSV reader.
 
@@ -463,9 +498,9 @@ def read_delimited(text: str, path: str, delimiter: str, header_rows: int = 1, d
     if not text.strip():
         raise InputError(f"{path}: empty file (no header row)")
     sep = delimiter
-    lines = pl.Series("l", [text]).str.split("\n").explode()
-    if lines[-1] == "":
-        lines = lines.head(len(lines) - 1)  # the file's final line break
+    if data is None:
+        data = text.encode("utf-8")
+    lines = _physical_lines(text, data)
     frame = pl.DataFrame({"l": lines}).with_columns(pl.col("l").str.strip_suffix("\r"))
     frame = frame.with_columns(pl.col("l").str.count_matches('"', literal=True).cast(pl.Int64).alias("q"))
     frame = frame.with_columns(((pl.col("q").cum_sum() % 2) == 1).alias("open"))
@@ -476,18 +511,20 @@ def read_delimited(text: str, path: str, delimiter: str, header_rows: int = 1, d
         (~pl.col("open")).shift(1, fill_value=True).cum_sum().alias("rec"),
     )
     # Separators outside quotes: drop quoted stretches (a line that starts inside a quote is re-opened).
-    unquoted = (
-        pl.when((pl.col("q") == 0) & pl.col("open_before")).then(pl.lit(""))  # wholly inside a quoted field
-        .when(pl.col("q") == 0).then(pl.col("l"))
-        .otherwise(
-            pl.when(pl.col("open_before")).then(pl.lit('"') + pl.col("l")).otherwise(pl.col("l"))
-            .str.replace_all(r'"[^"]*(?:"|$)', "")
-        )
-    )
+    # Only lines with a quote, or inside one, need that; the rest count separators directly.
+    sep_rx = re.escape(sep)
     frame = frame.with_columns(
-        unquoted.str.count_matches(re.escape(sep)).cast(pl.Int64).alias("seps"),
-        pl.col("l").str.contains(_BLANK_CANDIDATE.format(sep=re.escape(sep))).alias("cand"),
+        pl.col("l").str.count_matches(sep_rx).cast(pl.Int64).alias("seps"),
+        pl.col("l").str.contains(_BLANK_CANDIDATE.format(sep=sep_rx)).alias("cand"),
     )
+    quoted = frame.select((pl.col("q") > 0) | pl.col("open_before")).to_series()
+    idx = quoted.arg_true()
+    if len(idx):
+        sub = frame.gather(idx).select(
+            pl.when(pl.col("open_before")).then(pl.lit('"') + pl.col("l")).otherwise(pl.col("l"))
+            .str.replace_all(r'"[^"]*(?:"|$)', "").str.count_matches(sep_rx).cast(pl.Int64)
+        ).to_series()
+        frame = frame.with_columns(frame["seps"].scatter(idx, sub))
     # Per record (lines up to one that leaves no quote open): running totals differenced at record ends,
     # far cheaper than a group-by over a million lines.
     records = (
@@ -710,16 +747,28 @@ def parse_timestamp(values: pl.Expr, fmt: str, timezone: str) -> pl.Expr:
 SCALES = {"nps": (0, 10), "csat": (1, 5), "ces": (1, 7)}
 
 
-def _parse_score(values: pl.Expr, lo: int, hi: int) -> tuple[pl.Expr, pl.Expr]:
-    """(score as Int8, reason code or null) for a raw string score column ("9" and Excel's "9.0" both read)."""
-    s = values.str.normalize("NFKC").str.strip_chars()
+def _parse_score(values: pl.Series, lo: int, hi: int) -> tuple[pl.Series, pl.Series]:
+    """(score as Int8, reason code or null) for a raw score column ("9", Excel's "9.0" and full-width "９" read)."""
+    s = values.str.strip_chars()
     num = s.cast(pl.Float64, strict=False)
-    reason = (
-        pl.when(s.is_null() | (s == "")).then(None)
-        .when(num.is_null() | num.is_nan() | (num != num.round())).then(pl.lit("not_a_number"))
-        .when((num < lo) | (num > hi)).then(pl.lit("out_of_range"))
+    idx = (num.is_null() & s.is_not_null() & (s != "")).arg_true()
+    if len(idx):  # only what did not read as a number is NFKC-normalised and tried again
+        num = num.scatter(idx, s.gather(idx).str.normalize("NFKC").str.strip_chars().cast(pl.Float64, strict=False))
+    out = pl.DataFrame({"s": s, "num": num}).select(
+        pl.when(pl.col("s").is_null() | (pl.col("s") == "")).then(None)
+        .when(pl.col("num").is_null() | pl.col("num").is_nan() | (pl.col("num") != pl.col("num").round())).then(pl.lit("not_a_number"))
+        .when((pl.col("num") < lo) | (pl.col("num") > hi)).then(pl.lit("out_of_range"))
+        .cast(pl.String).alias("reason"),
+        pl.col("num"),
     )
-    return pl.when(reason.is_null()).then(num).cast(pl.Int8, strict=False), reason
+    value = out.select(pl.when(pl.col("reason").is_null()).then(pl.col("num")).cast(pl.Int8, strict=False)).to_series()
+    return value, out["reason"]
+
+
+def nfkc_series(values: pl.Series) -> pl.Series:
+    """NFKC and strip, normalising only the values that need it."""
+    out = values.str.strip_chars()
+    return _patch(out, out.str.contains(_nfkc_unstable()).fill_null(False), lambda t: t.str.normalize("NFKC").str.strip_chars())
 
 
 def clean_survey(raw: RawTable, source: SurveySource, file: str, params: CleanParams) -> tuple[pl.DataFrame, pl.DataFrame]:
@@ -736,24 +785,25 @@ def clean_survey(raw: RawTable, source: SurveySource, file: str, params: CleanPa
         raise InputError(f"{file}: column(s) {dup} appear more than once in the header; map them unambiguously")
     frame = raw.frame.select("row", *[pl.col(f"c{names.index(c)}").alias(c) for c in needed])
 
-    scores = {k: _parse_score(pl.col(getattr(cols, k)), *SCALES[k]) if getattr(cols, k) else (pl.lit(None, pl.Int8), pl.lit(None))
-              for k in SCALES}
+    scores = {k: _parse_score(frame[getattr(cols, k)], *SCALES[k]) if getattr(cols, k)
+              else (pl.lit(None, pl.Int8), pl.lit(None, pl.String)) for k in SCALES}
     fmt = source.resolved("timestamp_format", file)
     rid = pl.col(cols.response_id).str.strip_chars()
     frame = frame.with_columns(
         rid.alias("response_id"),
         parse_timestamp_series(frame[cols.timestamp], fmt, source.timezone).alias("ts_utc"),
         *[v.alias(k) for k, (v, _) in scores.items()],
-        *[r.cast(pl.String).alias(f"_{k}_reason") for k, (_, r) in scores.items()],
+        *[r.alias(f"_{k}_reason") for k, (_, r) in scores.items()],
     )
     # Exact (or normalised) repeats of a response are duplicates; the same id with other content is a conflict.
     # Content is only built for ids seen twice: the common case costs one hash pass.
-    dup_id = pl.col("response_id").is_duplicated()
-    content = pl.concat_str([pl.col(c).fill_null("") for c in needed], separator="\x1f")
+    dup_idx = frame.select(pl.col("response_id").is_duplicated()).to_series().arg_true()
+    content = pl.concat_str([pl.col(c).fill_null("") for c in needed], separator="\x00")
+    normalised = normalise_series(frame.select(content).to_series().gather(dup_idx)) if len(dup_idx) else None
     frame = frame.with_columns(
-        pl.when(dup_id).then(normalise_text(content.str.replace_all("\x1f", "\x00", literal=True)))
-        .otherwise(pl.lit(None, pl.String)).alias("_content")
-    ) if bool(frame.select(dup_id.any()).item()) else frame.with_columns(pl.lit(None, pl.String).alias("_content"))
+        pl.repeat(None, len(frame), dtype=pl.String, eager=True).scatter(dup_idx, normalised).alias("_content")
+        if normalised is not None else pl.lit(None, pl.String).alias("_content")
+    )
     first_of_id = pl.col("row") == pl.col("row").min().over("response_id")
     first_of_content = pl.col("row") == pl.col("row").min().over(["response_id", "_content"])
     reason = pl.when(pl.col("response_id").is_null() | (pl.col("response_id") == "")).then(pl.lit("missing_response_id"))
@@ -776,7 +826,7 @@ def clean_survey(raw: RawTable, source: SurveySource, file: str, params: CleanPa
         local.dt.date().alias("date_local"),
         local.dt.strftime("%Y-%m").alias("period"),
         *[
-            (pl.col(getattr(cols, seg)).str.normalize("NFKC").str.strip_chars() if getattr(cols, seg) else pl.lit(None, pl.String)).alias(seg)
+            (nfkc_series(kept[getattr(cols, seg)]) if getattr(cols, seg) else pl.lit(None, pl.String)).alias(seg)
             for seg in SEGMENT_COLUMNS
         ],
     )
