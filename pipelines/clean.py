@@ -257,24 +257,23 @@ def detect_language(text: pl.Series) -> pl.Series:
     (Latin, Han without kana, Hangul …) goes to fastText's language identifier, once per distinct text.
     Text without letters (numbers, emoji) is "other".
     """
-    frame = pl.DataFrame({"t": text}).with_columns(
+    lang = text.to_frame("t").select(
         pl.when(pl.col("t").is_null() | (pl.col("t").str.len_chars() == 0)).then(pl.lit(""))
         .when(pl.col("t").str.contains(_KANA)).then(pl.lit("ja"))
         .when(~pl.col("t").str.contains(r"\p{L}")).then(pl.lit("other"))
         .alias("lang")
-    )
-    todo = frame.filter(pl.col("lang").is_null()).select(pl.col("t").str.slice(0, LID_MAX_CHARS).unique())["t"]
-    if len(todo):
-        model = _lid_model()
-        labels = [model.predict(t.replace("\n", " "), k=1)[0] for t in todo.to_list()]
-        codes = [(lab[0].removeprefix("__label__") if lab else "") for lab in labels]
-        found = pl.DataFrame({"t": todo, "code": codes}).with_columns(
-            pl.col("code").replace_strict({"ja": "ja", "en": "en"}, default="other").alias("found")
-        )
-        frame = frame.with_columns(pl.col("t").str.slice(0, LID_MAX_CHARS).alias("key")).join(
-            found.select(pl.col("t").alias("key"), "found"), on="key", how="left", maintain_order="left"
-        ).with_columns(pl.coalesce("lang", "found").alias("lang"))
-    return frame["lang"].fill_null("other").rename("lang")
+    ).to_series()
+    idx = lang.is_null().arg_true()
+    if len(idx) == 0:
+        return lang
+    keys = text.gather(idx).str.slice(0, LID_MAX_CHARS)
+    model = _lid_model()
+    found = {}
+    for key in keys.unique().to_list():
+        label = model.predict(key.replace("\n", " "), k=1)[0]
+        code = label[0].removeprefix("__label__") if label else ""
+        found[key] = code if code in ("ja", "en") else "other"
+    return lang.scatter(idx, keys.replace_strict(found, return_dtype=pl.String))
 
 
 def text_status(text: pl.Expr, non_answers: list[str]) -> pl.Expr:
@@ -799,7 +798,7 @@ def clean_survey(raw: RawTable, source: SurveySource, file: str, params: CleanPa
     # Content is only built for ids seen twice: the common case costs one hash pass.
     dup_idx = frame.select(pl.col("response_id").is_duplicated()).to_series().arg_true()
     content = pl.concat_str([pl.col(c).fill_null("") for c in needed], separator="\x00")
-    normalised = normalise_series(frame.select(content).to_series().gather(dup_idx)) if len(dup_idx) else None
+    normalised = normalise_series(frame.gather(dup_idx).select(content).to_series()) if len(dup_idx) else None
     frame = frame.with_columns(
         pl.repeat(None, len(frame), dtype=pl.String, eager=True).scatter(dup_idx, normalised).alias("_content")
         if normalised is not None else pl.lit(None, pl.String).alias("_content")
