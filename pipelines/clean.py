@@ -805,8 +805,9 @@ def clean_survey(raw: RawTable, source: SurveySource, file: str, params: CleanPa
         pl.repeat(None, len(frame), dtype=pl.String, eager=True).scatter(dup_idx, normalised).alias("_content")
         if normalised is not None else pl.lit(None, pl.String).alias("_content")
     )
-    first_of_id = pl.col("row") == pl.col("row").min().over("response_id")
-    first_of_content = pl.col("row") == pl.col("row").min().over(["response_id", "_content"])
+    # Rows are in file order, so "first seen" is the smallest row number.
+    first_of_id = pl.col("response_id").is_first_distinct()
+    first_of_content = pl.struct("response_id", "_content").is_first_distinct()
     reason = pl.when(pl.col("response_id").is_null() | (pl.col("response_id") == "")).then(pl.lit("missing_response_id"))
     reason = (
         reason.when(~first_of_content).then(pl.lit("duplicate"))
@@ -869,7 +870,8 @@ def clean_texts(frame: pl.DataFrame, params: CleanParams) -> pl.DataFrame:
     frame = redact(frame, "text", params.redact_patterns)
     frame = frame.with_columns(detect_language(frame["text"]).alias("lang"), text_status_series(frame["text"], params.non_answers).alias("text_status"))
     who = pl.coalesce(pl.col("customer_id"), pl.col("response_id"))
-    repeat = pl.col("row") != pl.col("row").min().over([who, pl.col("question_id"), pl.col("text")])
+    # Each question's verbatims are in row order, so the first distinct one is the earliest.
+    repeat = ~pl.struct(who, pl.col("question_id"), pl.col("text")).is_first_distinct()
     return frame.with_columns(pl.when((pl.col("text_status") == "ok") & repeat).then(pl.lit("duplicate")).otherwise(pl.col("text_status")).alias("text_status"))
 
 
@@ -1012,21 +1014,24 @@ def run(params: CleanParams, root: str | Path = ".") -> CleanResult:
 
     feedback = pl.concat(feedback_parts) if feedback_parts else pl.DataFrame(schema=FEEDBACK_SCHEMA)
     # A response id seen in two files (re-exported overlap) is kept once.
-    dup_across = feedback.filter(pl.col("verbatim_id").is_duplicated() & (pl.col("file") != pl.col("file").min().over("verbatim_id")))
+    # Within a file response ids are unique by now, so a repeated verbatim id spans files (a re-exported overlap).
+    dup_across = feedback.filter(pl.col("verbatim_id").is_duplicated())
     if len(dup_across):
+        first = dup_across.filter(pl.col("verbatim_id") == dup_across["verbatim_id"][0])
         raise InputError(
-            f"response ids appear in more than one file, e.g. {dup_across['response_id'][0]} in {dup_across['file'][0]}"
+            f"response ids appear in more than one file, e.g. {first['response_id'][0]} in {', '.join(sorted(set(first['file'])))}"
         )
     tickets = pl.concat(ticket_parts) if ticket_parts else pl.DataFrame(schema=TICKETS_SCHEMA)
     quarantine = pl.concat(quarantine_parts) if quarantine_parts else pl.DataFrame()
 
-    status = Counter(feedback["text_status"].to_list())
-    redacted = Counter(
-        kind
-        for kinds in feedback["redactions"].to_list() + tickets["redactions"].to_list()
-        if kinds
-        for kind in kinds.split(",")
-    )
+    def counts(values: pl.Series) -> dict[str, int]:
+        vc = values.value_counts()
+        return dict(zip(vc[values.name].to_list(), vc["count"].to_list()))
+
+    status = counts(feedback["text_status"])
+    kinds = pl.concat([feedback["redactions"], tickets["redactions"]])
+    redacted = counts(kinds.filter(kinds != "").str.split(",").explode())
+    languages = counts(feedback.filter(pl.col("text_status") == "ok")["lang"])
     metrics = {
         "rows_in": sum(r.rows_in for r in reports),
         "rows_kept": sum(r.rows_kept for r in reports),
@@ -1040,7 +1045,7 @@ def run(params: CleanParams, root: str | Path = ".") -> CleanResult:
         "duplicate_texts": status.get("duplicate", 0),
         "tickets": len(tickets),
         "redactions": dict(sorted(redacted.items())),
-        "languages": dict(sorted(Counter(feedback.filter(pl.col("text_status") == "ok")["lang"].to_list()).items())),
+        "languages": dict(sorted(languages.items())),
         "files": [r.as_dict() for r in reports],
     }
     return CleanResult(feedback, tickets, quarantine, metrics)

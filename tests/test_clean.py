@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -391,8 +392,10 @@ def test_a_one_megabyte_verbatim_is_kept_whole_and_redacted(tmp_path):
 
 
 def test_no_personal_data_survives_into_any_output(tmp_path):
-    from tests.fixtures.clean.make_fixtures import PII
-
+    spec = importlib.util.spec_from_file_location("make_fixtures", FIXTURES / "make_fixtures.py")
+    fixtures = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(fixtures)
+    PII = fixtures.PII
     staged(tmp_path, "bad/pii.csv")
     p = CleanParams(surveys=[corpus_source("pii.csv")], redact_patterns={"MEMBER": r"KM-[0-9]{7}"},
                     out_feedback="out/f.parquet", out_tickets="out/t.parquet", out_quarantine="out/q.parquet",
