@@ -496,7 +496,7 @@ def read_delimited(text: str, path: str, delimiter: str, header_rows: int = 1, d
     fields. If the two disagree (e.g. a stray quote inside a field), the exact Python reader decides.
     ``data`` may pass the UTF-8 bytes of ``text`` to save re-encoding.
     """
-    if not text.strip():
+    if not text or text.isspace():  # (isspace stops at the first character; strip() would copy the file)
         raise InputError(f"{path}: empty file (no header row)")
     sep = delimiter
     if data is None:
@@ -704,13 +704,14 @@ def read_source_file(path: Path, rel: str, source: SurveySource) -> tuple[RawTab
         return read_xlsx(data, rel, source.sheet, header_rows), "binary"
     if fmt == "parquet":
         return read_parquet(data, rel), "binary"
-    if not data.strip():
+    if not data or data.isspace():
         raise InputError(f"{rel}: empty file")
     text, enc = decode(data, rel, source.encoding)
     if fmt == "jsonl":
         return read_jsonl(text, rel), enc
     delimiter = "\t" if fmt == "tsv" else ","
-    utf8 = data if enc == "utf-8" else None  # already the bytes polars wants
+    # The UTF-8 bytes polars wants are the file's own unless it was re-encoded (CP932 …).
+    utf8 = data if enc == "utf-8" else data[3:] if enc == "utf-8-sig" else None
     return read_delimited(text, rel, delimiter, header_rows, utf8), enc
 
 
@@ -841,7 +842,9 @@ def clean_survey(raw: RawTable, source: SurveySource, file: str, params: CleanPa
     feedback = clean_texts(feedback, params).with_columns(
         (pl.col("source") + ":" + pl.col("response_id") + ":" + pl.col("question_id")).alias("verbatim_id"),
     )
-    feedback = feedback.select([pl.col(c).cast(t) for c, t in FEEDBACK_SCHEMA.items()]).sort(["row", "question_id"])
+    feedback = feedback.select([pl.col(c).cast(t) for c, t in FEEDBACK_SCHEMA.items()])
+    if len(source.text_columns) > 1:  # one question: already in row order
+        feedback = feedback.sort(["row", "question_id"])
 
     quarantine = pl.concat(
         [
@@ -869,10 +872,16 @@ def clean_texts(frame: pl.DataFrame, params: CleanParams) -> pl.DataFrame:
     frame = frame.with_columns(normalise_series(frame["text"]).alias("text"))
     frame = redact(frame, "text", params.redact_patterns)
     frame = frame.with_columns(detect_language(frame["text"]).alias("lang"), text_status_series(frame["text"], params.non_answers).alias("text_status"))
-    who = pl.coalesce(pl.col("customer_id"), pl.col("response_id"))
+    # A repeat needs a respondent who answered this question more than once: only those texts are compared.
     # Each question's verbatims are in row order, so the first distinct one is the earliest.
-    repeat = ~pl.struct(who, pl.col("question_id"), pl.col("text")).is_first_distinct()
-    return frame.with_columns(pl.when((pl.col("text_status") == "ok") & repeat).then(pl.lit("duplicate")).otherwise(pl.col("text_status")).alias("text_status"))
+    who = pl.coalesce(pl.col("customer_id"), pl.col("response_id"))
+    idx = frame.select(pl.struct(who, pl.col("question_id")).is_duplicated() & (pl.col("text_status") == "ok")).to_series().arg_true()
+    if len(idx) == 0:
+        return frame
+    sub = frame.gather(idx).select(
+        pl.when(pl.struct(who, pl.col("question_id"), pl.col("text")).is_first_distinct()).then(pl.lit("ok")).otherwise(pl.lit("duplicate"))
+    ).to_series()
+    return frame.with_columns(frame["text_status"].scatter(idx, sub))
 
 
 def _quarantine_frame(q: pl.DataFrame, source: str, file: str, params: CleanParams) -> pl.DataFrame:

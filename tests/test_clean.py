@@ -454,3 +454,15 @@ def test_column_fast_paths_equal_the_reference_rules(texts):
     assert clean.text_status_series(fast, na).to_list() == fast.to_frame().select(clean.text_status(pl.col("t"), na)).to_series().to_list()
     both = clean.redact(fast.to_frame("t"), "t")
     assert both.rows() == clean._redact_all(fast.to_frame("t"), "t").rows()
+
+
+def test_a_respondent_repeating_a_comment_is_a_duplicate_verbatim(tmp_path):
+    write(tmp_path, "a.csv", [HEADER,
+                              "R1,C1,2026/01/05 13:22,9,5,バッテリーがすぐ切れる,シニア,app,スマート照明,使用",
+                              "R2,C1,2026/02/05 13:22,8,4, ﾊﾞｯﾃﾘｰがすぐ切れる ,シニア,app,スマート照明,使用",
+                              "R3,C2,2026/02/05 13:22,8,4,バッテリーがすぐ切れる,シニア,app,スマート照明,使用"])
+    result = clean.run(params(), tmp_path)
+    status = dict(zip(result.feedback["response_id"], result.feedback["text_status"]))
+    # R2 is C1 again with the same text (after normalisation): its scores count, its text is not modelled twice
+    assert status == {"R1": "ok", "R2": "duplicate", "R3": "ok"} and result.metrics["duplicate_texts"] == 1
+    assert result.feedback.filter(pl.col("response_id") == "R2")["nps"].to_list() == [8]
