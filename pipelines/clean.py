@@ -1,8 +1,13 @@
 """Clean stage: raw exports → one typed feedback table, one tickets table, and a quarantine.
 
-Every data row read is either kept or quarantined with a reason code; the counts are
-checked (rows in = rows kept + rows quarantined, per file) and written as metrics.
-Personal data is redacted here, before any text leaves the stage.
+Reads CSV/TSV (UTF-8, BOM, CP932), .xlsx, Parquet and JSON Lines, plain or in a platform's layout
+(Qualtrics, SurveyMonkey presets; Zendesk-style tickets). Every data row read is either kept or
+quarantined with a reason code; the counts are checked (rows in = rows kept + rows quarantined, per
+file) and written as metrics. Personal data is redacted here, before any text leaves the stage.
+
+Speed: the rules are polars expressions over whole columns; rarer rules (NFKC, markup, invisible
+characters, redaction, non-answer lookup) run only on the texts that can need them, and the results
+are checked equal to the plain expressions by property tests.
 """
 
 from __future__ import annotations
