@@ -327,18 +327,12 @@ def _nfkc_unstable() -> str:
 
 
 def normalise_series(text: pl.Series) -> pl.Series:
-    """normalise_text for a whole column, applying each rule only to the texts that need it (same result)."""
+    """normalise_text for a whole column: one scan finds the texts any rule would change (characters NFKC
+    maps, "&" or "<", invisible characters, whitespace other than single inner spaces); only those are
+    normalised, the rest are already clean. Same result, a fraction of the work."""
     out = text.fill_null("")
-    out = _patch(out, out.str.contains(_nfkc_unstable()), lambda t: t.str.normalize("NFKC"))
-
-    def markup(t: pl.Expr) -> pl.Expr:
-        for _ in range(2):
-            t = t.str.replace_many(list(_ENTITIES), list(_ENTITIES.values()))
-        return t.str.normalize("NFKC").str.replace_all(_TAG, " ")
-
-    out = _patch(out, out.str.contains("[&<]"), markup)
-    out = _patch(out, out.str.contains(_INVISIBLE), lambda t: t.str.replace_all(_INVISIBLE, ""))
-    return _patch(out, out.str.contains(r"\s\s|[^\S ]|^\s|\s$"), lambda t: t.str.replace_all(r"\s+", " ").str.strip_chars())
+    needs = f"{_nfkc_unstable()}|[&<]|{_INVISIBLE}|\\s\\s|[^\\S ]|^\\s|\\s$"
+    return _patch(out, out.str.contains(needs), normalise_text)
 
 
 def text_status_series(text: pl.Series, non_answers: list[str]) -> pl.Series:
