@@ -24,8 +24,10 @@ FEEDBACK_SCHEMA: dict[str, pl.DataType] = {
     "question_id": pl.String(),
     "text": pl.String(),  # normalised and redacted; the original never leaves the clean stage
     "lang": pl.String(),  # "ja" | "en" | "other" | "" (empty text)
-    "text_status": pl.String(),  # "ok" | "non_answer" | "empty"
+    # "ok" | "non_answer" | "empty" | "duplicate" (same respondent, question and text seen before)
+    "text_status": pl.String(),
     "redactions": pl.String(),  # comma-separated kinds replaced, e.g. "EMAIL,PHONE"; "" if none
+    "ces": pl.Int8(),  # customer effort score 1–7, null when absent
 }
 
 # data/clean/tickets.parquet — one row per support ticket.

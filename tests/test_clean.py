@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import polars as pl
 import pytest
@@ -168,8 +170,9 @@ def test_rows_in_equals_kept_plus_quarantined(rows):
         fields = [rid, "C", ts, nps, "3", text, "シニア", "app", "スマート照明", "使用"][:width] + [""] * max(0, width - 10)
         records.append((i, fields))
     p = params()
-    fb, q = clean.clean_survey(header, records, p.surveys[0], "f.csv", p)
-    assert fb["row"].n_unique() + len(q) == len(records)
+    raw = clean.records_table([f for _, f in records], [header], "test")
+    fb, q = clean.clean_survey(raw, p.surveys[0], "f.csv", p)
+    assert fb["row"].n_unique() + len(q) == len(records) - raw.blank_lines
     assert set(fb["row"].to_list()).isdisjoint(q["row"].to_list())
 
 
@@ -179,3 +182,287 @@ def test_normalisation_is_idempotent(text):
     once = pl.DataFrame({"t": [text]}).select(clean.normalise_text(pl.col("t")))
     twice = once.select(clean.normalise_text(pl.col("t")))
     assert once["t"][0] == twice["t"][0]
+
+
+# ---------------------------------------------------------------- real export layouts (tests/fixtures/clean)
+
+FIXTURES = Path(__file__).resolve().parent / "fixtures" / "clean"
+JA_COLUMNS = COLUMNS.model_copy(update={"ces": "努力度"})
+
+
+def staged(tmp_path: Path, *names: str) -> Path:
+    """Copy fixture files into tmp_path/raw (the stage reads globs under a project root)."""
+    (tmp_path / "raw").mkdir(exist_ok=True)
+    for name in names:
+        (tmp_path / "raw" / Path(name).name).write_bytes((FIXTURES / name).read_bytes())
+    return tmp_path
+
+
+def run_one(tmp_path: Path, source: SurveySource, **kw) -> clean.CleanResult:
+    return clean.run(CleanParams(surveys=[source], **kw), tmp_path)
+
+
+def by_verbatim(result: clean.CleanResult) -> dict[str, dict]:
+    return {r["verbatim_id"]: r for r in result.feedback.iter_rows(named=True)}
+
+
+def test_qualtrics_preset_three_header_rows_and_several_questions(tmp_path):
+    staged(tmp_path, "qualtrics.csv")
+    src = SurveySource(
+        name="q", path="raw/qualtrics.csv", preset="qualtrics",
+        columns=SurveyColumns(response_id="ResponseId", timestamp="RecordedDate", customer_id="ExternalReference",
+                              nps="Q1", ces="Q3"),
+        text_columns={"reason": "Q2_TEXT", "other": "Q4_TEXT"},
+    )
+    result = run_one(tmp_path, src)
+    f = result.metrics["files"][0]
+    assert (f["encoding"], f["rows_in"], f["rows_kept"], f["quarantined_by_reason"]) == ("utf-8-sig", 3, 2, {"nps_out_of_range:Q1": 1})
+    v = by_verbatim(result)
+    assert sorted(v) == ["q:R_1abcDEF:other", "q:R_1abcDEF:reason", "q:R_2ghiJKL:other", "q:R_2ghiJKL:reason"]
+    r1 = v["q:R_1abcDEF:reason"]
+    assert (r1["nps"], r1["ces"], r1["customer_id"], r1["lang"]) == (9, 6, "C001", "ja")
+    assert str(r1["ts_utc"]) == "2026-01-05 04:22:35+00:00" and str(r1["date_local"]) == "2026-01-05"
+    assert v["q:R_1abcDEF:other"]["text_status"] == "non_answer"
+    assert v["q:R_2ghiJKL:reason"]["lang"] == "en"  # each free-text question is its own verbatim, with its id
+    assert v["q:R_2ghiJKL:other"]["text"] == "Call me on [PHONE]"
+
+
+def test_surveymonkey_preset_two_header_rows(tmp_path):
+    staged(tmp_path, "surveymonkey.csv")
+    nps_q = "How likely is it that you would recommend us to a friend or colleague?"
+    src = SurveySource(
+        name="sm", path="raw/*.csv", preset="surveymonkey", timezone="America/New_York",
+        columns=SurveyColumns(response_id="Respondent ID", timestamp="End Date", customer_id="Custom Data 1", nps=nps_q,
+                              channel="Which channel did you buy through?"),
+        text_columns={"reason": "What is the main reason for your score?",
+                      "channel_other": "Which channel did you buy through? | Other (please specify)"},
+    )
+    result = run_one(tmp_path, src)
+    v = by_verbatim(result)
+    assert str(v["sm:114000001:reason"]["ts_utc"]) == "2026-01-05 18:22:35+00:00"  # 1:22 PM in New York
+    assert str(v["sm:114000002:reason"]["ts_utc"]) == "2026-01-06 14:03:10+00:00"  # unpadded 1/6/2026 9:03:10 AM
+    assert v["sm:114000002:channel_other"]["text"] == "家電量販店"
+    assert v["sm:114000001:channel_other"]["text_status"] == "empty"
+    # The export's e-mail column is not mapped, so it never reaches an output.
+    assert "example" not in json.dumps(result.feedback.rows(), default=str)
+
+
+def test_excel_workbook_with_date_cells_serials_and_japanese_dates(tmp_path):
+    staged(tmp_path, "survey.xlsx")
+    src = SurveySource(name="x", path="raw/survey.xlsx", sheet="回答", columns=JA_COLUMNS,
+                       text_columns={"comment": "ご意見・ご要望"})
+    result = run_one(tmp_path, src)
+    f = result.metrics["files"][0]
+    assert (f["encoding"], f["parser"], f["rows_in"], f["blank_lines"]) == ("binary", "fastexcel", 5, 1)
+    assert f["quarantined_by_reason"] == {"ces_out_of_range:努力度": 1}
+    fb = {r["response_id"]: r for r in result.feedback.iter_rows(named=True)}
+    local = {k: str(r["ts_utc"].astimezone(ZoneInfo("Asia/Tokyo")).replace(tzinfo=None)) for k, r in fb.items()}
+    assert local == {"X1": "2026-01-05 13:22:00", "X2": "2026-01-06 09:00:00", "X4": "2026-01-08 09:05:00",
+                     "X5": "2026-01-09 10:00:00"}
+    assert fb["X2"]["nps"] == 7  # Excel stores 7 as 7.0
+    assert fb["X1"]["text"] == "アプリが使いやすい😊" and fb["X1"]["ces"] == 2
+    with pytest.raises(InputError, match=r"raw/survey.xlsx: no sheet 'Sheet9'"):
+        run_one(tmp_path, src.model_copy(update={"sheet": "Sheet9"}))
+
+
+def test_parquet_with_typed_columns(tmp_path):
+    staged(tmp_path, "survey.parquet")
+    src = SurveySource(name="p", path="raw/*.parquet",
+                       columns=SurveyColumns(response_id="response_id", timestamp="submitted", customer_id="customer", nps="nps"),
+                       text_columns={"comment": "comment", "reason": "reason_text"})
+    result = run_one(tmp_path, src)
+    assert result.metrics["quarantined_by_reason"] == {"bad_timestamp": 1}
+    v = by_verbatim(result)
+    assert str(v["p:P1:comment"]["ts_utc"]) == "2026-01-05 04:22:00+00:00"
+    assert str(v["p:P1:comment"]["date_local"]) == "2026-01-05" and v["p:P2:comment"]["nps"] == 0
+    assert v["p:P2:reason"]["text_status"] == "empty"
+
+
+def test_json_lines_survey_with_bad_lines(tmp_path):
+    staged(tmp_path, "survey.jsonl")
+    src = SurveySource(name="j", path="raw/survey.jsonl",
+                       columns=SurveyColumns(response_id="id", timestamp="created", nps="nps"), text_columns={"c": "comment"})
+    result = run_one(tmp_path, src)
+    f = result.metrics["files"][0]
+    assert (f["rows_in"], f["rows_kept"], f["blank_lines"]) == (4, 2, 1)
+    assert f["quarantined_by_reason"] == {"bad_json": 1, "not_an_object": 1}
+    assert sorted(result.feedback["nps"].to_list()) == [9, 10]
+
+
+@pytest.mark.parametrize(
+    ("value", "fmt", "expected_local"),
+    [
+        ("2026/01/05", "auto", "2026-01-05 00:00:00"),
+        ("2026/1/5 9:05", "auto", "2026-01-05 09:05:00"),
+        ("2026年1月5日", "auto", "2026-01-05 00:00:00"),
+        ("２０２６年１月５日 ９時０５分", "auto", "2026-01-05 09:05:00"),  # full-width digits (NFKC)
+        ("2026-01-05T09:05:00Z", "auto", "2026-01-05 18:05:00"),
+        ("2026-01-05 09:05:00+09:00", "%Y/%m/%d %H:%M", "2026-01-05 09:05:00"),  # ISO always accepted
+        ("46027.5", "excel", "2026-01-05 12:00:00"),
+        ("46027", "auto", "2026-01-05 00:00:00"),
+        ("05.01.2026 09:05", "%d.%m.%Y %H:%M", "2026-01-05 09:05:00"),
+        ("2026/02/30", "auto", None),
+        ("next tuesday", "auto", None),
+    ],
+)
+def test_timestamp_formats(value, fmt, expected_local):
+    out = pl.DataFrame({"t": [value]}).select(clean.parse_timestamp(pl.col("t"), fmt, "Asia/Tokyo").dt.convert_time_zone("Asia/Tokyo"))
+    got = out.item()
+    assert (None if got is None else str(got.replace(tzinfo=None))) == expected_local
+
+
+def test_language_detection_ja_en_other():
+    texts = ["アプリが落ちる", "The app keeps crashing after the update", "最高の製品", "C'est beaucoup trop cher",
+             "배송이 너무 느려요", "👍👍", "", "12345"]
+    assert clean.detect_language(pl.Series(texts)).to_list() == ["ja", "en", "ja", "other", "other", "other", "", "other"]
+
+
+# ---------------------------------------------------------------- the bad-input corpus (tests/fixtures/clean/bad)
+
+# file → (error regex) or (kept response ids, quarantine reasons by row, parser)
+CORPUS: dict[str, str | tuple[list[str], dict[int, str], str]] = {
+    "cp932.csv": (["R1"], {}, "polars-csv"),
+    "mixed_encoding.csv": r"raw/mixed_encoding.csv: cannot decode .*first bad byte at offset \d+",
+    "unclosed_quote.csv": r"raw/unclosed_quote.csv: line 3: broken quoting",
+    "text_after_quote.csv": r"raw/text_after_quote.csv: line 3: broken quoting",
+    "stray_quote.csv": (["R1", "R2"], {}, "python-csv"),
+    "ragged.csv": (["R1", "R4"], {2: "ragged_row:4_fields_expected_11", 3: "ragged_row:12_fields_expected_11"}, "polars-csv"),
+    "missing_column.csv": r"raw/missing_column.csv: missing column\(s\) \['顧客ID', '満足度', '努力度', .*header has \['回答ID'",
+    "out_of_range.csv": (["R6", "R7"], {1: "nps_out_of_range:推奨度", 2: "csat_out_of_range:満足度", 3: "ces_out_of_range:努力度",
+                                       4: "nps_out_of_range:推奨度", 5: "nps_not_a_number:推奨度",
+                                       8: "bad_timestamp:回答日時", 9: "bad_timestamp:回答日時"}, "polars-csv"),
+    "empty.csv": r"raw/empty.csv: empty file",
+    "header_only.csv": ([], {}, "polars-csv"),
+    "invisible_emoji.csv": (["R1", "R2"], {}, "polars-csv"),
+    "script.csv": (["R1", "R2"], {}, "polars-csv"),
+    "pii.csv": ([f"R{i}" for i in range(1, 15)], {15: "nps_out_of_range:推奨度"}, "polars-csv"),
+}
+
+
+def corpus_source(name: str) -> SurveySource:
+    return SurveySource(name="survey", path=f"raw/{name}", columns=JA_COLUMNS, text_columns={"comment": "ご意見・ご要望"})
+
+
+@pytest.mark.parametrize("name", sorted(CORPUS))
+def test_bad_input_corpus_gives_the_documented_outcome(tmp_path, name):
+    staged(tmp_path, f"bad/{name}")
+    expected = CORPUS[name]
+    if isinstance(expected, str):
+        with pytest.raises(InputError, match=expected):
+            run_one(tmp_path, corpus_source(name))
+        return
+    kept, reasons, parser = expected
+    result = run_one(tmp_path, corpus_source(name), redact_patterns={"MEMBER": r"KM-[0-9]{7}"})
+    assert sorted(result.feedback["response_id"].to_list()) == sorted(kept)
+    assert dict(zip(result.quarantine["row"].to_list(), result.quarantine["reason"].to_list())) == reasons
+    f = result.metrics["files"][0]
+    assert f["parser"] == parser and f["rows_in"] == f["rows_kept"] + f["rows_quarantined"]
+
+
+def test_corpus_texts_are_cleaned_as_documented(tmp_path):
+    names = ["invisible_emoji.csv", "script.csv", "stray_quote.csv", "out_of_range.csv", "ragged.csv"]
+    staged(tmp_path, *[f"bad/{n}" for n in names])
+    sources = [corpus_source(n).model_copy(update={"name": n}) for n in names]  # one source each: ids repeat across files
+    result = clean.run(CleanParams(surveys=sources), tmp_path)
+    text = {(Path(r["file"]).stem, r["response_id"]): (r["text"], r["text_status"]) for r in result.feedback.iter_rows(named=True)}
+    # zero-width characters and the BOM go, NBSP becomes a space, emoji (with skin tone and flags) stay
+    assert text[("invisible_emoji", "R1")] == ("ゼロ幅の文字 と絵文字👍🏻🇯🇵", "ok")
+    assert text[("invisible_emoji", "R2")] == ("", "empty")
+    # tags are stripped, entities decoded then stripped too: no markup survives (reports escape HTML anyway)
+    assert text[("script", "R1")] == ("alert(1) 使いにくい 太字", "ok")
+    assert text[("script", "R2")] == ("画像", "ok")
+    assert text[("stray_quote", "R1")] == ('途中の"引用符', "ok")
+    assert text[("stray_quote", "R2")] == ("改行を 含む, 引用", "ok")
+    assert text[("out_of_range", "R6")][0] == "全角は読める"
+    scores = result.feedback.filter(pl.col("file") == "raw/out_of_range.csv").sort("response_id").select("nps", "csat", "ces").rows()
+    assert scores == [(10, 4, 3), (None, None, None)]  # full-width "１０" reads as 10; blank scores are null
+    q = result.quarantine.filter(pl.col("file") == "raw/ragged.csv").sort("row")
+    assert q["content"][0] == "R2,C2,2026/01/05 13:22,8"
+
+
+def test_a_one_megabyte_verbatim_is_kept_whole_and_redacted(tmp_path):
+    big = ("とても長い感想です。" * 35_000)[:340_000]
+    big = big[:170_000] + " 連絡は taro.yamada@example.com まで " + big[170_000:]
+    assert len(big.encode("utf-8")) > 1_000_000
+    write(tmp_path, "big.csv", [HEADER, f"R1,C1,2026/01/05 13:22,9,5,{big},シニア,app,スマート照明,使用"])
+    result = clean.run(params(), tmp_path)
+    row = result.feedback.row(0, named=True)
+    assert row["text_status"] == "ok" and row["lang"] == "ja" and row["redactions"] == "EMAIL"
+    assert len(row["text"]) == len(big) - len("taro.yamada@example.com") + len("[EMAIL]")
+
+
+def test_no_personal_data_survives_into_any_output(tmp_path):
+    spec = importlib.util.spec_from_file_location("make_fixtures", FIXTURES / "make_fixtures.py")
+    fixtures = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(fixtures)
+    PII = fixtures.PII
+    staged(tmp_path, "bad/pii.csv")
+    p = CleanParams(surveys=[corpus_source("pii.csv")], redact_patterns={"MEMBER": r"KM-[0-9]{7}"},
+                    out_feedback="out/f.parquet", out_tickets="out/t.parquet", out_quarantine="out/q.parquet",
+                    metrics_path="out/m.json")
+    result = clean.run(p, tmp_path)
+    clean.write(result, p, tmp_path)
+    dump = (tmp_path / "out/m.json").read_text(encoding="utf-8")
+    for name in ("f", "t", "q"):
+        dump += json.dumps(pl.read_parquet(tmp_path / f"out/{name}.parquet").rows(), ensure_ascii=False, default=str)
+    for kind, values in PII.items():
+        for value in values:
+            assert value not in dump, (kind, value)
+            assert value.replace(" ", "") not in dump.replace(" ", ""), (kind, value)
+    texts = result.feedback.sort("row")["text"].to_list()
+    assert texts[:3] == ["連絡先は[EMAIL]です", "連絡先は[EMAIL]です", "連絡先は[PHONE]です"]
+    assert result.metrics["redactions"] == {"CARD": 2, "EMAIL": 2, "MEMBER": 1, "PHONE": 7, "POSTCODE": 2}
+    assert "[EMAIL]" in result.quarantine["content"][0]
+
+
+# ---------------------------------------------------------------- the fast reader agrees with the exact one
+
+# (A bare CR inside a quoted field is left out: Python's csv module itself splits records there.)
+csv_field = st.text(alphabet=st.sampled_from(list('ab,"\n あ\t')), max_size=6)
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.lists(st.lists(csv_field, min_size=1, max_size=5), min_size=1, max_size=12), st.sampled_from([",", "\t"]),
+       st.sampled_from(["\n", "\r\n"]))
+def test_fast_reader_matches_python_csv(rows, sep, terminator):
+    import csv as pycsv
+    import io as pyio
+
+    buf = pyio.StringIO()
+    writer = pycsv.writer(buf, delimiter=sep, lineterminator=terminator)
+    writer.writerow(["h1", "h2", "h3"])
+    writer.writerows(rows)
+    text = buf.getvalue()
+    fast = clean.read_delimited(text, "f.csv", sep)
+    exact = clean.read_delimited_python(text, "f.csv", sep)
+    assert fast.blank_lines == exact.blank_lines
+    assert fast.frame["row"].to_list() == exact.frame["row"].to_list()
+    assert fast.ragged.select("row", "n_fields").rows() == exact.ragged.select("row", "n_fields").rows()
+    norm = lambda f: f.with_columns(pl.all().exclude("row").fill_null("").str.replace_all("\r", "")).rows()  # noqa: E731
+    assert norm(fast.frame) == norm(exact.frame)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.text(alphabet=st.sampled_from(list("aあかﾞ゛\u3099Ａ① ＆&<>;lt\u200b\u3000\n\t。なし特に-0@ｱ👍\u1100\u1161é\u0301")), max_size=14), max_size=12))
+def test_column_fast_paths_equal_the_reference_rules(texts):
+    """The column-wise rules (rare rules only where needed) give exactly what the plain expressions give."""
+    frame = pl.DataFrame({"t": texts}, schema={"t": pl.String})
+    reference = frame.select(clean.normalise_text(pl.col("t")))["t"]
+    fast = clean.normalise_series(frame["t"])
+    assert fast.to_list() == reference.to_list()
+    na = clean.NON_ANSWERS_DEFAULT
+    assert clean.text_status_series(fast, na).to_list() == fast.to_frame().select(clean.text_status(pl.col("t"), na)).to_series().to_list()
+    both = clean.redact(fast.to_frame("t"), "t")
+    assert both.rows() == clean._redact_all(fast.to_frame("t"), "t").rows()
+
+
+def test_a_respondent_repeating_a_comment_is_a_duplicate_verbatim(tmp_path):
+    write(tmp_path, "a.csv", [HEADER,
+                              "R1,C1,2026/01/05 13:22,9,5,バッテリーがすぐ切れる,シニア,app,スマート照明,使用",
+                              "R2,C1,2026/02/05 13:22,8,4, ﾊﾞｯﾃﾘｰがすぐ切れる ,シニア,app,スマート照明,使用",
+                              "R3,C2,2026/02/05 13:22,8,4,バッテリーがすぐ切れる,シニア,app,スマート照明,使用"])
+    result = clean.run(params(), tmp_path)
+    status = dict(zip(result.feedback["response_id"], result.feedback["text_status"]))
+    # R2 is C1 again with the same text (after normalisation): its scores count, its text is not modelled twice
+    assert status == {"R1": "ok", "R2": "duplicate", "R3": "ok"} and result.metrics["duplicate_texts"] == 1
+    assert result.feedback.filter(pl.col("response_id") == "R2")["nps"].to_list() == [8]
