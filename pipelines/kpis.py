@@ -11,6 +11,13 @@ Survey KPIs count each response once: feedback has one row per response × quest
 is collapsed on ``response_id`` first. Ticket dates for period splits are the UTC creation
 date (the tables carry no local ticket date; monthly rows use the local ``period`` column).
 
+Comparisons (column ``comparison`` of the tests table), all in one Benjamini–Hochberg family:
+``programme`` (before/after the programme date), ``window`` (previous vs current window),
+``yoy`` (current window vs a year earlier — only when the data reach back that far; otherwise
+``coverage_notes`` says so and the note lands in the metrics and ``alerts.json``), and
+``its_level`` / ``its_slope`` (interrupted time series on the monthly series, ``its_segmented``).
+``drivers`` ranks topics by how much they move NPS (its own BH family over coefficients).
+
 Verdict rule of ``shift_tests`` (in this order):
 
 1. fewer than ``min_n`` observations in either period, or no test possible

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 from datetime import date, datetime, timedelta, timezone
+from pathlib import Path
 
 import numpy as np
 import polars as pl
@@ -594,3 +595,107 @@ def test_alerts_document_is_stable_and_versioned(fixture_tables, tests_frame):
     text = json.dumps(doc, sort_keys=True, ensure_ascii=False)
     again = kpis.alerts_document(kpis.shift_tests(*fixture_tables, PARAMS).reverse(), PARAMS, ["a note"])
     assert json.dumps(again, sort_keys=True, ensure_ascii=False) == text  # same data → same bytes
+
+
+# ---------------------------------------------------------------------------------------------
+# The demo's planted truths (small demo: generate → clean → kpis)
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory):
+    from pipelines import clean, demo
+    from pipelines.params import load
+
+    root = tmp_path_factory.mktemp("kpis-demo")
+    project = load(Path(__file__).resolve().parent.parent / "params.yaml")
+    demo.generate(project.demo.model_copy(update={"n_responses": 1500, "n_tickets": 600}), root)
+    clean.write(clean.run(project.clean, root), project.clean, root)
+    truth = json.loads((root / project.demo.truth_path).read_text(encoding="utf-8"))
+    # Stand-in topic assignments: the generator's own theme per response.
+    themes = truth["themes"]
+    feedback = pl.read_parquet(root / project.clean.out_feedback)
+    theme_of = {rid: themes.index(t) for rid, t in truth["theme_by_response"].items()}
+    assignments = feedback.filter(pl.col("text_status") == "ok").select(
+        "verbatim_id", "response_id", "period", "nps", "csat",
+        topic=pl.col("response_id").replace_strict(theme_of, default=None, return_dtype=pl.Int64),
+    ).filter(pl.col("topic").is_not_null())
+    params = project.kpis
+    (root / params.in_assignments).parent.mkdir(parents=True, exist_ok=True)
+    assignments.write_parquet(root / params.in_assignments)
+    pl.DataFrame({"topic": list(range(len(themes))), "label": themes}).write_parquet(root / params.in_topics)
+    result = kpis.run(params, root)
+    kpis.write(result, params, root)
+    return root, truth, result, params
+
+
+def test_demo_planted_nps_rise_in_app_and_web_is_significant_after_fdr(demo_run):
+    _, truth, result, _ = demo_run
+    for col, value in truth["improved_segments"]:
+        row = _row(result.tests, "programme", "nps", col, value)
+        assert row["significant"] and row["verdict"] == "improved", row
+        expected = truth["expected"]["nps"][value]
+        assert row["diff"] == pytest.approx(expected["after"] - expected["before"], abs=3)  # quota-planted ≈ +30
+
+
+def test_demo_first_response_improvement_is_significant(demo_run):
+    _, truth, result, _ = demo_run
+    row = _row(result.tests, "programme", "first_response_h")
+    assert row["significant"] and row["verdict"] == "improved"
+    expected = truth["expected"]["first_response_median_h"]
+    assert (row["est_a"], row["est_b"]) == pytest.approx((expected["before"], expected["after"]), rel=0.1)
+    level = _row(result.tests, "its_level", "first_response_h")
+    assert level["significant"] and level["verdict"] == "improved" and level["diff"] < -10
+
+
+def test_demo_control_segment_is_not_flagged(demo_run):
+    _, truth, result, _ = demo_run
+    for col, value in truth["control_segments"]:
+        cell = result.tests.filter((pl.col("segment_col") == col) & (pl.col("segment_value") == value)
+                                   & pl.col("kpi").is_in(["nps", "csat_mean", "csat_top2"]))
+        assert cell.height and not cell["significant"].any(), cell.filter(pl.col("significant"))
+
+
+def test_demo_outputs_and_notes(demo_run):
+    root, _, result, params = demo_run
+    doc = json.loads((root / params.out_alerts).read_text(encoding="utf-8"))
+    assert doc["schema_version"] == 1 and doc["n_tests"] == result.metrics["n_tests"]
+    # 12 months of demo data: year over year is impossible, and the outputs say so.
+    assert any(n.startswith("year over year: not computed") for n in doc["notes"])
+    assert result.metrics["notes"] == doc["notes"]
+    its = result.tests.filter(pl.col("comparison") == "its_level")
+    assert its.height and (its.filter(pl.col("segment_col") == "all")["n_periods_a"] == 6).all()
+    assert pl.read_parquet(root / params.out_drivers).equals(result.drivers)
+
+
+def test_demo_drivers_find_the_login_failure_drag(demo_run):
+    _, _, result, _ = demo_run
+    d = result.drivers
+    assert d.schema == pl.Schema(kpis.DRIVERS_SCHEMA)
+    top = d.row(0, named=True)
+    # Login failures appear only in the current window and their authors are detractors.
+    assert top["label"] == "login_failure" and top["rank"] == 1 and top["direction"] == "drags"
+    assert top["nps_diff"] < -50 and top["nps_ci_high"] < 0 and top["coef_significant"] and top["share_a"] == 0
+    # impact = overall NPS − NPS of the rest = share × diff
+    assert top["impact"] == pytest.approx(top["share"] / 100 * top["nps_diff"])
+    assert top["regression_reference"] == "no topic"
+
+
+def test_drivers_by_hand():
+    feedback = _feedback([
+        {"id": f"r{i:03d}", "date": date(2026, 6, 1 + i % 28), "nps": nps, "csat": 3, "persona": "p"}
+        for i, nps in enumerate([0] * 20 + [10] * 20 + [8] * 20)
+    ])
+    # topic 1: the 20 detractors; topic 2: 10 promoters; 20 passives + 10 promoters mention nothing.
+    assignments = pl.DataFrame({
+        "response_id": [f"r{i:03d}" for i in range(30)],
+        "topic": [1] * 20 + [2] * 10,
+    })
+    d = kpis.drivers(feedback, assignments, pl.DataFrame({"topic": [1, 2], "label": ["bad", "good"]}), PARAMS)
+    bad = d.filter(pl.col("label") == "bad").row(0, named=True)
+    # overall NPS = (20 − 20)/60 = 0; without "bad": 20 promoters / 40 = +50 → impact −50.
+    assert bad["impact"] == pytest.approx(-50.0) and bad["nps_topic"] == -100 and bad["nps_rest"] == pytest.approx(50)
+    # OLS vs "no topic" (20 passives + 10 promoters: mean 33.3): bad −100 → −133.3; good +100 → +66.7
+    assert bad["coef"] == pytest.approx(-400 / 3)
+    assert d.filter(pl.col("label") == "good")["coef"][0] == pytest.approx(200 / 3)
+    assert d["rank"].to_list() == [1, 2] and d["label"][0] == "bad"
