@@ -171,7 +171,7 @@ class KpisParams(StrictModel):
     power: float = Field(0.8, gt=0, lt=1)  # minimum detectable effects
     min_n: int = Field(30, ge=1)  # fewer in either period → "too few responses to tell"
     segments: list[str] = Field(default_factory=lambda: ["persona", "channel", "product", "journey"])
-    kpis: list[str] = Field(default_factory=lambda: list(KPIS))  # KPIs to compute (subset of KPIS)
+    enabled_kpis: list[str] = Field(default_factory=lambda: list(KPIS))  # KPIs to compute (subset of KPIS)
     ces: CesParams = Field(default_factory=CesParams)
     activity_sources: list[Literal["survey", "tickets"]] = Field(default_factory=lambda: ["survey", "tickets"])
     its_min_periods: int = Field(4, ge=3)  # months needed on each side of the programme date for the ITS
@@ -189,7 +189,7 @@ class KpisParams(StrictModel):
     metrics_path: str = "reports/metrics/kpis.json"
     plots_path: str = "reports/plots/nps_monthly.json"
 
-    @field_validator("kpis")
+    @field_validator("enabled_kpis")
     @classmethod
     def _known_kpis(cls, value: list[str]) -> list[str]:
         unknown = sorted(set(value) - set(KPIS))
@@ -198,7 +198,7 @@ class KpisParams(StrictModel):
         return value
 
     def enabled(self, group: Sequence[str]) -> tuple[str, ...]:
-        return tuple(k for k in group if k in self.kpis)
+        return tuple(k for k in group if k in self.enabled_kpis)
 
     def higher_is_better(self, kpi: str) -> bool:
         return self.ces.higher_is_better if kpi in CES_KPIS else HIGHER_IS_BETTER[kpi]
@@ -1272,7 +1272,7 @@ def its_tests(monthly: pl.DataFrame, params: KpisParams | None = None) -> list[d
     keys = series.select("kpi", "segment_col", "segment_value").unique().sort(["kpi", "segment_col", "segment_value"])
     order = {k: i for i, k in enumerate(KPIS)}
     for kpi, col, value in sorted(keys.iter_rows(), key=lambda k: (order.get(k[0], 99), k[1], k[2])):
-        if kpi not in params.kpis:
+        if kpi not in params.enabled_kpis:
             continue
         cell = series.filter((pl.col("kpi") == kpi) & (pl.col("segment_col") == col) & (pl.col("segment_value") == value)).sort("period")
         periods = cell["period"].to_list()
@@ -1517,7 +1517,10 @@ def run(params: KpisParams, root: str | Path = ".") -> KpisResult:
         driver_table = pl.DataFrame(schema=DRIVERS_SCHEMA)
         notes.append(f"drivers: not computed — no topic assignments at {params.in_assignments}")
     metrics = kpi_metrics(tests, monthly)
-    metrics["notes"] = notes
+    # DVC metrics want flat scalars: flags plus one joined string (alerts.json keeps the list).
+    metrics["yoy_computed"] = bool(tests.height and (tests["comparison"] == "yoy").any())
+    metrics["drivers_computed"] = bool(driver_table.height)
+    metrics["notes"] = " | ".join(notes)
     metrics["n_drivers_significant"] = int(driver_table["coef_significant"].sum()) if driver_table.height else 0
     metrics["top_driver"] = driver_table["label"][0] if driver_table.height else None
     return KpisResult(tests, monthly, alerts(tests), metrics, driver_table, notes, alerts_document(tests, params, notes))
