@@ -33,6 +33,7 @@ Verdict rule of ``shift_tests`` (in this order):
 from __future__ import annotations
 
 import calendar
+import json
 import math
 from functools import lru_cache
 from collections.abc import Sequence
@@ -873,8 +874,10 @@ class _Frame:
     as_of: date
 
 
-def _frame(feedback: pl.DataFrame, tickets: pl.DataFrame, params: KpisParams) -> _Frame | None:
-    responses, tix = _responses(feedback, params.segments, params.ces.column), _tickets(tickets)
+def _frame(feedback: pl.DataFrame, tickets: pl.DataFrame | None, params: KpisParams) -> _Frame | None:
+    responses = _responses(feedback, params.segments, params.ces.column)
+    tix = _tickets(tickets) if tickets is not None else pl.DataFrame(schema={"date": pl.Date()})
+    _check_ces(responses, params.ces)
     as_of = params.as_of
     if as_of is None:
         latest = _latest(responses) or _latest(tix)
@@ -883,6 +886,16 @@ def _frame(feedback: pl.DataFrame, tickets: pl.DataFrame, params: KpisParams) ->
         as_of = _add_months(latest.replace(day=1), 1)
     firsts = [f["date"].min() for f in (responses, tix) if f.height]
     return _Frame(responses, tix, min(firsts) if firsts else as_of, as_of)
+
+
+def _check_ces(responses: pl.DataFrame, ces: CesParams) -> None:
+    """CES answers must lie on the configured scale: a clear error names the first bad response."""
+    bad = responses.filter(pl.col("ces").is_not_null() & ~pl.col("ces").is_between(ces.scale_min, ces.scale_max))
+    if bad.height:
+        raise ValueError(
+            f"clean feedback column {ces.column!r}: {bad.height} CES answer(s) outside {ces.scale_min}–{ces.scale_max}, "
+            f"e.g. {bad['ces'][0]:g} in response {bad['response_id'][0]} (check params.yaml › kpis.ces)"
+        )
 
 
 def _activity(fr: _Frame, sources: Sequence[str]) -> pl.DataFrame:
@@ -1062,7 +1075,7 @@ def drivers(
     import statsmodels.api as sm
 
     params = params or KpisParams()
-    fr = _frame(feedback, pl.DataFrame(schema={"created_utc": pl.Datetime("us", "UTC"), "ticket_id": pl.String()}), params)
+    fr = _frame(feedback, None, params)
     missing = {"response_id", "topic"} - set(assignments.columns)
     if missing:
         raise ValueError(f"topic assignments lack column(s) {sorted(missing)}")
@@ -1428,6 +1441,7 @@ __all__ = [
     "KpisParams",
     "alerts",
     "alerts_document",
+    "read_alerts",
     "bh_adjust",
     "compare_means",
     "compare_medians",
@@ -1485,6 +1499,16 @@ def alerts_document(tests: pl.DataFrame, params: KpisParams, notes: Sequence[str
         "alerts": found,
         "notes": list(notes),
     }
+
+
+def read_alerts(path: str | Path) -> list[dict[str, Any]]:
+    """The alert list of an ``alerts.json`` (schema_version 1; the unversioned bare list of older runs too)."""
+    doc = json.loads(Path(path).read_text(encoding="utf-8"))
+    if isinstance(doc, list):
+        return doc
+    if doc.get("schema_version") != ALERTS_SCHEMA_VERSION:
+        raise ValueError(f"{path}: alerts.json schema_version {doc.get('schema_version')!r}, expected {ALERTS_SCHEMA_VERSION}")
+    return doc["alerts"]
 
 
 @dataclass

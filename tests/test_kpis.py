@@ -567,6 +567,8 @@ def test_ces_is_compared_when_present_and_noted_when_absent(fixture_tables):
     assert top["method"] == "score_test+newcombe" and top["verdict"] == "improved"
     same = _row(tests, "window", "ces_mean", "persona", "same")
     assert same["diff"] == pytest.approx(0.0) and not same["significant"]
+    with pytest.raises(ValueError, match=r"column 'ces': .*outside 1–7, e\.g\. 9 in response r\d+"):
+        kpis.shift_tests(with_ces.with_columns(ces=pl.lit(9, dtype=pl.Int8)), tickets, PARAMS)
     flipped = kpis.shift_tests(with_ces, tickets, PARAMS.model_copy(update={"ces": kpis.CesParams(higher_is_better=False)}))
     assert _row(flipped, "window", "ces_mean", "persona", "rise")["verdict"] == "worsened"
 
@@ -679,6 +681,7 @@ def test_demo_outputs_and_notes(demo_run):
     root, _, result, params = demo_run
     doc = json.loads((root / params.out_alerts).read_text(encoding="utf-8"))
     assert doc["schema_version"] == 1 and doc["n_tests"] == result.metrics["n_tests"]
+    assert kpis.read_alerts(root / params.out_alerts) == result.alerts
     # 12 months of demo data: year over year is impossible, and the outputs say so.
     assert any(n.startswith("year over year: not computed") for n in doc["notes"])
     assert result.metrics["notes"] == " | ".join(doc["notes"]) and result.metrics["yoy_computed"] is False
