@@ -188,3 +188,15 @@ def test_a_topic_parameter_reruns_topics_and_downstream_only(workspace):
     proc = _run(["dvc", "repro"], workspace)
     ran = set(re.findall(r"Running stage '(\w+)'", proc.stdout))
     assert ran == {"topics", "report"}, proc.stdout
+
+
+def test_kpis_drivers_rank_the_login_topic_first_and_alerts_are_versioned(workspace, truth):
+    assign = pl.read_parquet(workspace / "data/topics/assignments.parquet")
+    themes = pl.DataFrame({"response_id": list(truth["theme_by_response"]), "theme": list(truth["theme_by_response"].values())})
+    login = assign.join(themes, on="response_id").filter(pl.col("theme") == "login_failure")
+    login_topic = login.group_by("topic").len().sort(["len", "topic"], descending=[True, False])["topic"][0]
+    top = pl.read_parquet(workspace / "data/kpis/drivers.parquet").row(0, named=True)
+    assert top["topic"] == login_topic and top["direction"] == "drags" and top["coef_significant"], top
+    alerts = json.loads((workspace / "reports/alerts.json").read_text(encoding="utf-8"))
+    assert alerts["schema_version"] == 1 and alerts["n_alerts"] == len(alerts["alerts"])
+    assert any(n.startswith("year over year: not computed") for n in alerts["notes"])
