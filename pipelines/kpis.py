@@ -1088,6 +1088,8 @@ def drivers(
         .unique()
     )
     topic_ids = sorted(mentions["topic"].unique().to_list())
+    if not topic_ids or not scored.height:  # only outliers, or no scored responses
+        return pl.DataFrame(schema=DRIVERS_SCHEMA)
     wide = scored.join(
         mentions.with_columns(pl.lit(1).alias("m")).pivot(on="topic", index="response_id", values="m"),
         on="response_id", how="left",

@@ -722,3 +722,13 @@ def test_drivers_by_hand():
     assert bad["coef"] == pytest.approx(-400 / 3)
     assert d.filter(pl.col("label") == "good")["coef"][0] == pytest.approx(200 / 3)
     assert d["rank"].to_list() == [1, 2] and d["label"][0] == "bad"
+
+
+def test_drivers_of_outliers_only_or_no_assignments_are_empty(fixture_tables):
+    feedback, _ = fixture_tables
+    outliers = pl.DataFrame({"response_id": ["r00001", "r00002"], "topic": [-1, -1]})
+    assert kpis.drivers(feedback, outliers, None, PARAMS).height == 0
+    empty = kpis.drivers(feedback, outliers.head(0), None, PARAMS)
+    assert empty.height == 0 and empty.schema == pl.Schema(kpis.DRIVERS_SCHEMA)
+    with pytest.raises(ValueError, match="lack column"):
+        kpis.drivers(feedback, pl.DataFrame({"response_id": ["r00001"]}), None, PARAMS)
