@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 from datetime import date, datetime, timedelta, timezone
+from pathlib import Path
 
 import numpy as np
 import polars as pl
@@ -398,7 +399,8 @@ def test_headline_findings_and_metrics(fixture_tables, tests_frame):
 def test_monthly_kpis_shape_and_values(fixture_tables):
     monthly = kpis.monthly_kpis(*fixture_tables, PARAMS)
     assert monthly.schema == pl.Schema(kpis.MONTHLY_SCHEMA)
-    assert set(monthly["kpi"]) == set(kpis.KPIS)
+    # No CES column in this table; churn/repeat are window KPIs, not monthly ones.
+    assert set(monthly["kpi"]) == set(kpis.SURVEY_KPIS + kpis.TICKET_KPIS)
     assert set(monthly["period"]) == {"2026-03", "2026-04", "2026-05", "2026-06"}
     nps = monthly.filter((pl.col("kpi") == "nps") & (pl.col("segment_col") == "all"))
     assert ((nps["ci_low"] <= nps["value"]) & (nps["value"] <= nps["ci_high"])).all()
@@ -426,7 +428,7 @@ def test_kpi_without_data_in_one_period_is_too_few(fixture_tables):
     feedback, tickets = fixture_tables
     only_after = feedback.filter(pl.col("date_local") >= date(2026, 5, 1))
     tests = kpis.shift_tests(only_after, tickets.head(0), PARAMS)
-    for kpi in kpis.KPIS:
+    for kpi in kpis.SURVEY_KPIS + kpis.TICKET_KPIS:
         row = _row(tests, "window", kpi)
         assert row["verdict"] == "too few responses to tell"
         assert row["n_a"] == 0 and row["p_value"] is None
@@ -447,3 +449,286 @@ def test_params_are_validated():
         KpisParams(window_months=0)
     with pytest.raises(ValidationError):
         KpisParams(unknown=1)
+
+
+# ---------------------------------------------------------------------------------------------
+# Interrupted time series
+# ---------------------------------------------------------------------------------------------
+
+MONTHS = [f"2025-{m:02d}" for m in (11, 12)] + [f"2026-{m:02d}" for m in range(1, 11)]
+
+
+def test_its_recovers_planted_level_and_slope_changes():
+    # y = 50 + 1·t, then +8 at 2026-05 and +2/month after it, plus small noise.
+    rng = np.random.default_rng(3)
+    t = np.arange(12)
+    post = t >= 6
+    y = 50 + t + np.where(post, 8 + 2 * (t - 6), 0) + rng.normal(0, 0.3, 12)
+    level, slope = kpis.its_segmented(MONTHS, y, "2026-05", weights=np.full(12, 100))
+    assert level.diff == pytest.approx(8, abs=1.0) and level.ci_low < 8 < level.ci_high and level.p_value < 1e-4
+    assert slope.diff == pytest.approx(2, abs=0.3) and slope.p_value < 1e-4
+    assert level.est_a == pytest.approx(56, abs=1.0)  # the pre-trend's counterfactual at t0
+    assert (level.n_a, level.n_b) == (600, 600) and level.method == "its_wls_hac"
+
+
+def test_its_poisson_counts_give_rate_ratio():
+    # Daily rate 2 before, 3 after (rate ratio 1.5); counts scale with days in the month.
+    rng = np.random.default_rng(4)
+    days = np.array([30, 31, 31, 28, 31, 30, 31, 30, 31, 31, 30, 31])
+    counts = rng.poisson(np.where(np.arange(12) >= 6, 3.0, 2.0) * days)
+    level, slope = kpis.its_segmented(MONTHS, counts, "2026-05", count=True)
+    assert level.effect_size == pytest.approx(1.5, rel=0.25) and level.effect_size_kind == "rate_ratio"
+    assert level.p_value < 0.05 and level.method == "its_poisson_glm_hac"
+    assert slope.effect_size_kind == "rate_ratio_per_month"
+
+
+def test_its_false_positive_rate_is_controlled_on_short_series():
+    # 12 monthly means of white noise: Newey–West alone rejects ~20 % at 5 % on such short
+    # series; the max(HAC, classical) error keeps the test at or below its nominal size.
+    rng = np.random.default_rng(1)
+    reps, rejections = 300, 0
+    for _ in range(reps):
+        n = rng.integers(20, 40, 12)
+        values = [rng.normal(3.7, 1.0, k).mean() for k in n]
+        level, slope = kpis.its_segmented(MONTHS, values, "2026-05", weights=n)
+        rejections += (level.p_value < 0.05) + (slope.p_value < 0.05)
+    rate = rejections / (2 * reps)
+    print(f"ITS size at nominal 5 %: {rate:.3f}")
+    assert rate <= 0.07  # binomial SE ≈ 0.009
+
+
+def test_its_level_change_of_reported_mde_is_found_about_80_percent():
+    # Read the level MDE reported for a no-change series, plant a level change of that size
+    # in fresh series, and count rejections at alpha.
+    rng = np.random.default_rng(8)
+    n = np.full(12, 30)
+
+    def series(shift: float) -> list[float]:
+        return [rng.normal(3.7 + (shift if i >= 6 else 0.0), 1.0, k).mean() for i, k in enumerate(n)]
+
+    mdes = [kpis.its_segmented(MONTHS, series(0.0), "2026-05", weights=n)[0].mde for _ in range(100)]
+    mde = float(np.mean(mdes))
+    reps = 400
+    hits = sum(kpis.its_segmented(MONTHS, series(mde), "2026-05", weights=n)[0].p_value < 0.05 for _ in range(reps))
+    print(f"ITS power at the reported level MDE ({mde:.3f}): {hits / reps:.3f}")
+    # With 12 points (8 residual df) the MDE plugs in an estimated standard error, so power at
+    # the reported MDE runs a little under 0.8 (≈ 0.75 measured); long series approach 0.8.
+    assert 0.68 <= hits / reps <= 0.92
+
+
+def test_newey_west_lag_rule():
+    assert kpis.newey_west_lags(12) == 2 and kpis.newey_west_lags(100) == 4
+
+
+def test_its_rows_join_the_bh_family(fixture_tables, tests_frame):
+    its = tests_frame.filter(pl.col("comparison").is_in(["its_level", "its_slope"]))
+    # The fixture has 2 months each side, below its_min_periods = 4: rows exist, untested.
+    assert its.height > 0 and its["p_value"].is_null().all()
+    assert set(its["verdict"]) == {"too few responses to tell"}
+    assert (its["n_periods_a"] == 2).all() and (its["n_periods_b"] == 2).all()
+    rows = kpis.its_tests(kpis.monthly_kpis(*fixture_tables, PARAMS), PARAMS.model_copy(update={"its_min_periods": 3}))
+    assert all(r["p_value"] is None for r in rows)  # still too few months, never silently tested
+
+
+def test_year_over_year_only_where_data_allow(fixture_tables):
+    feedback, tickets = fixture_tables
+    notes = kpis.coverage_notes(feedback, tickets, PARAMS)
+    assert any(n.startswith("year over year: not computed") and "2025-05-01" in n for n in notes)
+    assert "yoy" not in set(kpis.shift_tests(feedback, tickets, PARAMS)["comparison"])
+    # Shift the same data a year later: the window 2027-05〜06 has its year-earlier twin.
+    later = feedback.vstack(feedback.with_columns(
+        pl.col("date_local").dt.offset_by("1y"), pl.col("response_id") + "y",
+        (pl.col("date_local").dt.offset_by("1y")).dt.strftime("%Y-%m").alias("period")))
+    params = PARAMS.model_copy(update={"as_of": date(2027, 7, 1), "programme_date": date(2027, 5, 1)})
+    tests = kpis.shift_tests(later, tickets.head(0), params)
+    row = _row(tests, "yoy", "nps", "persona", "rise")
+    assert (row["label_a"], row["label_b"]) == ("2026-05〜2026-06", "2027-05〜2027-06")
+    assert row["diff"] == pytest.approx(0.0) and not row["significant"]
+    assert not any(n.startswith("year over year") for n in kpis.coverage_notes(later, tickets.head(0), params))
+
+
+# ---------------------------------------------------------------------------------------------
+# More KPIs: CES, churn, repeat
+# ---------------------------------------------------------------------------------------------
+
+
+def test_ces_is_compared_when_present_and_noted_when_absent(fixture_tables):
+    feedback, tickets = fixture_tables
+    assert "ces_mean" not in set(kpis.shift_tests(feedback, tickets, PARAMS)["kpi"])
+    assert any(n.startswith("CES: not computed") for n in kpis.coverage_notes(feedback, tickets, PARAMS))
+    # CES 1–7 follows the NPS answer (1 + nps·6/10), so persona "rise" gets easier.
+    with_ces = feedback.with_columns(ces=(1 + pl.col("nps").cast(pl.Int32) * 6 // 10).cast(pl.Int8))
+    tests = kpis.shift_tests(with_ces, tickets, PARAMS)
+    mean = _row(tests, "window", "ces_mean", "persona", "rise")
+    assert mean["diff"] > 1 and mean["verdict"] == "improved" and mean["method"] == "welch_t"
+    top = _row(tests, "window", "ces_top2", "persona", "rise")
+    responses = with_ces.unique("response_id").filter((pl.col("persona") == "rise") & (pl.col("date_local") < date(2026, 5, 1)))
+    assert top["est_a"] == pytest.approx(100 * (responses["ces"] >= 6).mean())
+    assert top["method"] == "score_test+newcombe" and top["verdict"] == "improved"
+    same = _row(tests, "window", "ces_mean", "persona", "same")
+    assert same["diff"] == pytest.approx(0.0) and not same["significant"]
+    with pytest.raises(ValueError, match=r"column 'ces': .*outside 1–7, e\.g\. 9 in response r\d+"):
+        kpis.shift_tests(with_ces.with_columns(ces=pl.lit(9, dtype=pl.Int8)), tickets, PARAMS)
+    flipped = kpis.shift_tests(with_ces, tickets, PARAMS.model_copy(update={"ces": kpis.CesParams(higher_is_better=False)}))
+    assert _row(flipped, "window", "ces_mean", "persona", "rise")["verdict"] == "worsened"
+
+
+def test_customer_sample_churn_and_repeat_by_hand():
+    activity = pl.DataFrame({
+        "customer_id": ["a", "a", "b", "c", "c", "d"],
+        "date": [date(2026, 1, 5), date(2026, 2, 10), date(2026, 1, 20), date(2026, 1, 3), date(2026, 1, 4), date(2026, 2, 2)],
+    })
+    start, end = date(2026, 1, 1), date(2026, 3, 1)  # halves split on 2026-01-30
+    churn = kpis.customer_sample("churn_rate", activity, start, end)
+    assert sorted(churn.tolist()) == [0.0, 1.0, 1.0]  # cohort a, b, c; a came back
+    repeat = kpis.customer_sample("repeat_rate", activity, start, end)
+    assert repeat.sum() == 2 and repeat.size == 4  # a and c twice; b and d once
+
+
+def test_customer_kpis_are_newcombe_rows(tests_frame):
+    for kpi in kpis.CUSTOMER_KPIS:
+        row = _row(tests_frame, "programme", kpi)
+        assert row["method"] == "score_test+newcombe" and row["effect_size_kind"] == "cohen_h"
+    assert not _row(tests_frame, "programme", "churn_rate")["higher_is_better"]
+
+
+def test_kpis_param_is_validated():
+    with pytest.raises(ValidationError, match="unknown KPI"):
+        KpisParams(enabled_kpis=["nps", "happiness"])
+    tests = KpisParams(enabled_kpis=["nps"])
+    assert tests.enabled(kpis.SURVEY_KPIS) == ("nps",)
+
+
+# ---------------------------------------------------------------------------------------------
+# alerts.json
+# ---------------------------------------------------------------------------------------------
+
+
+def test_alerts_document_is_stable_and_versioned(fixture_tables, tests_frame):
+    doc = kpis.alerts_document(tests_frame, PARAMS, ["a note"])
+    assert doc["schema_version"] == kpis.ALERTS_SCHEMA_VERSION == 1
+    assert set(doc) == {"schema_version", "programme_date", "fdr_q", "windows", "n_tests", "n_alerts", "alerts", "notes"}
+    assert doc["n_alerts"] == len(doc["alerts"]) and doc["notes"] == ["a note"]
+    assert doc["windows"]["window"] == {"a": "2026-03〜2026-04", "b": "2026-05〜2026-06"}
+    finding_keys = {"comparison", "kpi", "segment", "segment_col", "segment_value", "label_a", "label_b", "est_a",
+                    "est_b", "diff", "ci_low", "ci_high", "p_adjusted", "n_a", "n_b", "verdict"}
+    assert doc["alerts"] and all(set(a) == finding_keys for a in doc["alerts"])
+    text = json.dumps(doc, sort_keys=True, ensure_ascii=False)
+    again = kpis.alerts_document(kpis.shift_tests(*fixture_tables, PARAMS).reverse(), PARAMS, ["a note"])
+    assert json.dumps(again, sort_keys=True, ensure_ascii=False) == text  # same data → same bytes
+
+
+# ---------------------------------------------------------------------------------------------
+# The demo's planted truths (small demo: generate → clean → kpis)
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory):
+    from pipelines import clean, demo
+    from pipelines.params import load
+
+    root = tmp_path_factory.mktemp("kpis-demo")
+    project = load(Path(__file__).resolve().parent.parent / "params.yaml")
+    demo.generate(project.demo.model_copy(update={"n_responses": 1500, "n_tickets": 600}), root)
+    clean.write(clean.run(project.clean, root), project.clean, root)
+    truth = json.loads((root / project.demo.truth_path).read_text(encoding="utf-8"))
+    # Stand-in topic assignments: the generator's own theme per response.
+    themes = truth["themes"]
+    feedback = pl.read_parquet(root / project.clean.out_feedback)
+    theme_of = {rid: themes.index(t) for rid, t in truth["theme_by_response"].items()}
+    assignments = feedback.filter(pl.col("text_status") == "ok").select(
+        "verbatim_id", "response_id", "period", "nps", "csat",
+        topic=pl.col("response_id").replace_strict(theme_of, default=None, return_dtype=pl.Int64),
+    ).filter(pl.col("topic").is_not_null())
+    params = project.kpis
+    (root / params.in_assignments).parent.mkdir(parents=True, exist_ok=True)
+    assignments.write_parquet(root / params.in_assignments)
+    pl.DataFrame({"topic": list(range(len(themes))), "label": themes}).write_parquet(root / params.in_topics)
+    result = kpis.run(params, root)
+    kpis.write(result, params, root)
+    return root, truth, result, params
+
+
+def test_demo_planted_nps_rise_in_app_and_web_is_significant_after_fdr(demo_run):
+    _, truth, result, _ = demo_run
+    for col, value in truth["improved_segments"]:
+        row = _row(result.tests, "programme", "nps", col, value)
+        assert row["significant"] and row["verdict"] == "improved", row
+        expected = truth["expected"]["nps"][value]
+        assert row["diff"] == pytest.approx(expected["after"] - expected["before"], abs=3)  # quota-planted ≈ +30
+
+
+def test_demo_first_response_improvement_is_significant(demo_run):
+    _, truth, result, _ = demo_run
+    row = _row(result.tests, "programme", "first_response_h")
+    assert row["significant"] and row["verdict"] == "improved"
+    expected = truth["expected"]["first_response_median_h"]
+    assert (row["est_a"], row["est_b"]) == pytest.approx((expected["before"], expected["after"]), rel=0.1)
+    level = _row(result.tests, "its_level", "first_response_h")
+    assert level["significant"] and level["verdict"] == "improved" and level["diff"] < -10
+
+
+def test_demo_control_segment_is_not_flagged(demo_run):
+    _, truth, result, _ = demo_run
+    for col, value in truth["control_segments"]:
+        cell = result.tests.filter((pl.col("segment_col") == col) & (pl.col("segment_value") == value)
+                                   & pl.col("kpi").is_in(["nps", "csat_mean", "csat_top2"]))
+        assert cell.height and not cell["significant"].any(), cell.filter(pl.col("significant"))
+
+
+def test_demo_outputs_and_notes(demo_run):
+    root, _, result, params = demo_run
+    doc = json.loads((root / params.out_alerts).read_text(encoding="utf-8"))
+    assert doc["schema_version"] == 1 and doc["n_tests"] == result.metrics["n_tests"]
+    assert kpis.read_alerts(root / params.out_alerts) == result.alerts
+    # 12 months of demo data: year over year is impossible, and the outputs say so.
+    assert any(n.startswith("year over year: not computed") for n in doc["notes"])
+    assert result.metrics["notes"] == " | ".join(doc["notes"]) and result.metrics["yoy_computed"] is False
+    assert result.metrics["drivers_computed"] is True
+    its = result.tests.filter(pl.col("comparison") == "its_level")
+    assert its.height and (its.filter(pl.col("segment_col") == "all")["n_periods_a"] == 6).all()
+    assert pl.read_parquet(root / params.out_drivers).equals(result.drivers)
+
+
+def test_demo_drivers_find_the_login_failure_drag(demo_run):
+    _, _, result, _ = demo_run
+    d = result.drivers
+    assert d.schema == pl.Schema(kpis.DRIVERS_SCHEMA)
+    top = d.row(0, named=True)
+    # Login failures appear only in the current window and their authors are detractors.
+    assert top["label"] == "login_failure" and top["rank"] == 1 and top["direction"] == "drags"
+    assert top["nps_diff"] < -50 and top["nps_ci_high"] < 0 and top["coef_significant"] and top["share_a"] == 0
+    # impact = overall NPS − NPS of the rest = share × diff
+    assert top["impact"] == pytest.approx(top["share"] / 100 * top["nps_diff"])
+    assert top["regression_reference"] == "no topic"
+
+
+def test_drivers_by_hand():
+    feedback = _feedback([
+        {"id": f"r{i:03d}", "date": date(2026, 6, 1 + i % 28), "nps": nps, "csat": 3, "persona": "p"}
+        for i, nps in enumerate([0] * 20 + [10] * 20 + [8] * 20)
+    ])
+    # topic 1: the 20 detractors; topic 2: 10 promoters; 20 passives + 10 promoters mention nothing.
+    assignments = pl.DataFrame({
+        "response_id": [f"r{i:03d}" for i in range(30)],
+        "topic": [1] * 20 + [2] * 10,
+    })
+    d = kpis.drivers(feedback, assignments, pl.DataFrame({"topic": [1, 2], "label": ["bad", "good"]}), PARAMS)
+    bad = d.filter(pl.col("label") == "bad").row(0, named=True)
+    # overall NPS = (20 − 20)/60 = 0; without "bad": 20 promoters / 40 = +50 → impact −50.
+    assert bad["impact"] == pytest.approx(-50.0) and bad["nps_topic"] == -100 and bad["nps_rest"] == pytest.approx(50)
+    # OLS vs "no topic" (20 passives + 10 promoters: mean 33.3): bad −100 → −133.3; good +100 → +66.7
+    assert bad["coef"] == pytest.approx(-400 / 3)
+    assert d.filter(pl.col("label") == "good")["coef"][0] == pytest.approx(200 / 3)
+    assert d["rank"].to_list() == [1, 2] and d["label"][0] == "bad"
+
+
+def test_drivers_of_outliers_only_or_no_assignments_are_empty(fixture_tables):
+    feedback, _ = fixture_tables
+    outliers = pl.DataFrame({"response_id": ["r00001", "r00002"], "topic": [-1, -1]})
+    assert kpis.drivers(feedback, outliers, None, PARAMS).height == 0
+    empty = kpis.drivers(feedback, outliers.head(0), None, PARAMS)
+    assert empty.height == 0 and empty.schema == pl.Schema(kpis.DRIVERS_SCHEMA)
+    with pytest.raises(ValueError, match="lack column"):
+        kpis.drivers(feedback, pl.DataFrame({"response_id": ["r00001"]}), None, PARAMS)

@@ -187,16 +187,6 @@ def test_second_repro_does_no_work(workspace):
     assert proc.stdout.count("didn't change, skipping") == 6
 
 
-def test_a_topic_parameter_reruns_topics_and_downstream_only(workspace):
-    params_path = workspace / "params.yaml"
-    params = yaml.safe_load(params_path.read_text(encoding="utf-8"))
-    params["topics"]["n_topics"] += 1
-    params_path.write_text(yaml.safe_dump(params, allow_unicode=True, sort_keys=False), encoding="utf-8")
-    proc = _run(["dvc", "repro"], workspace)
-    ran = set(re.findall(r"Running stage '(\w+)'", proc.stdout))
-    assert ran == {"topics", "sentiment", "report"}, proc.stdout
-
-
 def test_sentiment_stage_tracks_the_respondents_own_nps(workspace):
     m = json.loads((workspace / "reports/metrics/sentiment.json").read_text(encoding="utf-8"))
     assert m["scored"] == m["verbatims"] > 0
@@ -205,3 +195,26 @@ def test_sentiment_stage_tracks_the_respondents_own_nps(workspace):
     net = pl.read_parquet(workspace / "data/sentiment/net.parquet")
     topics = pl.read_parquet(workspace / "data/topics/topics.parquet")
     assert set(net.filter(pl.col("level") == "topic")["value"]) == {str(t) for t in topics["topic"]}
+
+
+def test_kpis_drivers_rank_the_login_topic_first_and_alerts_are_versioned(workspace, truth):
+    assign = pl.read_parquet(workspace / "data/topics/assignments.parquet")
+    themes = pl.DataFrame({"response_id": list(truth["theme_by_response"]), "theme": list(truth["theme_by_response"].values())})
+    login = assign.join(themes, on="response_id").filter(pl.col("theme") == "login_failure")
+    login_topic = login.group_by("topic").len().sort(["len", "topic"], descending=[True, False])["topic"][0]
+    top = pl.read_parquet(workspace / "data/kpis/drivers.parquet").row(0, named=True)
+    assert top["topic"] == login_topic and top["direction"] == "drags" and top["coef_significant"], top
+    alerts = json.loads((workspace / "reports/alerts.json").read_text(encoding="utf-8"))
+    assert alerts["schema_version"] == 1 and alerts["n_alerts"] == len(alerts["alerts"])
+    assert any(n.startswith("year over year: not computed") for n in alerts["notes"])
+
+
+# Last: it changes the workspace.
+def test_a_topic_parameter_reruns_topics_and_downstream_only(workspace):
+    params_path = workspace / "params.yaml"
+    params = yaml.safe_load(params_path.read_text(encoding="utf-8"))
+    params["topics"]["n_topics"] += 1
+    params_path.write_text(yaml.safe_dump(params, allow_unicode=True, sort_keys=False), encoding="utf-8")
+    proc = _run(["dvc", "repro"], workspace)
+    ran = set(re.findall(r"Running stage '(\w+)'", proc.stdout))
+    assert ran == {"topics", "sentiment", "kpis", "report"}, proc.stdout  # kpis reads the topic assignments (drivers)
