@@ -366,6 +366,36 @@ def run_info(ctx: Context, root: str | Path, params) -> dict:
     }
 
 
+def embedded_font_css(text: str) -> str:
+    """@font-face with IPAexGothic cut down to the characters of this page, as a data: URL (WOFF).
+
+    Readers without a Japanese font (a fresh Linux box, some kiosks) would otherwise see tofu; the subset keeps the
+    file small and the CSP (font-src data:) allows nothing else. IPA Font License permits embedding in documents.
+    """
+    import base64
+    import io as _io
+
+    import matplotlib_fontja
+    from fontTools import subset
+
+    chars = {c for c in text if ord(c) > 0x7F}  # ASCII is drawn by the reader's own sans-serif
+    if not chars:
+        return ""
+    font_path = Path(matplotlib_fontja.__file__).parent / "fonts" / "ipaexg.ttf"
+    options = subset.Options()
+    options.flavor = "woff"  # zlib-compressed; woff2 would need brotli
+    options.layout_features = ["*"]
+    font = subset.load_font(str(font_path), options)
+    subsetter = subset.Subsetter(options)
+    subsetter.populate(unicodes=sorted(ord(c) for c in chars))
+    subsetter.subset(font)
+    buf = _io.BytesIO()
+    subset.save_font(font, buf, options)
+    data = base64.b64encode(buf.getvalue()).decode("ascii")
+    return (f'<style type="text/css">@font-face {{ font-family: "KoeJP"; '
+            f'src: url(data:font/woff;base64,{data}) format("woff"); }}</style>')
+
+
 def render_html(executed_notebook: str | Path, out_html: str | Path, lang: str = "ja") -> Path:
     """Executed report notebook → one self-contained HTML file: no code, no external requests."""
     import nbformat
@@ -384,4 +414,5 @@ def render_html(executed_notebook: str | Path, out_html: str | Path, lang: str =
     exporter.exclude_output_prompt = True
     nb.metadata["title"] = nb.metadata.get("title") or "koe report"
     body, _ = exporter.from_notebook_node(nb, resources={"language_code": lang})
+    body = body.replace("</head>", embedded_font_css(body) + "\n</head>", 1)
     return kio.write_text(body, out_html)
