@@ -119,6 +119,10 @@ def _segment(ctx: Context, col: str, value: str) -> str:
     return ctx.t("all") if col == "all" else f"{col} = {value}"
 
 
+def _p(p: float | None) -> str:
+    return "–" if p is None else ("<0.001" if p < 0.001 else f"{p:.3f}")
+
+
 def _n_tests(ctx: Context) -> int:
     return int(ctx.tests["p_value"].is_not_null().sum())
 
@@ -133,45 +137,76 @@ def finding_sentence(ctx: Context, row: dict) -> str:
     ci = f"{_fmt(row['ci_low'], digits)}〜{_fmt(row['ci_high'], digits)}" if lang == "ja" else f"{_fmt(row['ci_low'], digits)} to {_fmt(row['ci_high'], digits)}"
     n_tests = _n_tests(ctx)
     if lang == "ja":
-        verdict = {"improved": "改善", "worsened": "悪化"}.get(row["verdict"], row["verdict"])
-        sig = f"{n_tests}件の比較で多重比較補正後も有意（補正後p={row['p_adjusted']:.3g}）" if row["significant"] else "補正後は有意ではない"
+        verdict = {"improved": "改善しました", "worsened": "悪化しました"}.get(row["verdict"], f"変化しました（{ctx.t(row['verdict'])}）")
+        sig = f"{n_tests}件の比較で多重比較補正後も有意（補正後p{_p(row['p_adjusted']) if _p(row['p_adjusted']).startswith('<') else '=' + _p(row['p_adjusted'])}）" if row["significant"] else "補正後は有意ではない"
         return (f"{seg}の{name}は{row['label_a']}の{_fmt(row['est_a'], digits)}から{row['label_b']}の{_fmt(row['est_b'], digits)}へ"
-                f"{_signed(row['diff'], digits)}{unit}{verdict}しました（95%信頼区間 {ci}、n={row['n_a']:,}/{row['n_b']:,}）。{sig}。")
+                f"{_signed(row['diff'], digits)}{unit}{verdict}（95%信頼区間 {ci}、n={row['n_a']:,}/{row['n_b']:,}）。{sig}。")
     verb = "rose" if row["diff"] > 0 else "fell"
-    sig = (f"significant after correcting for {n_tests} comparisons (adjusted p={row['p_adjusted']:.3g})"
+    sig = (f"significant after correcting for {n_tests} comparisons (adjusted p{_p(row['p_adjusted']) if _p(row['p_adjusted']).startswith('<') else '=' + _p(row['p_adjusted'])})"
            if row["significant"] else "not significant after correction")
     return (f"{name} ({seg}) {verb} from {_fmt(row['est_a'], digits)} in {row['label_a']} to {_fmt(row['est_b'], digits)} in "
             f"{row['label_b']} ({_signed(row['diff'], digits)}{unit}, 95% CI {ci}, n={row['n_a']:,}/{row['n_b']:,}); {sig}.")
 
 
+def _row(ctx: Context, comparison: str, kpi: str, col: str = "all", value: str = "all") -> dict | None:
+    t = ctx.tests.filter((pl.col("comparison") == comparison) & (pl.col("kpi") == kpi) & (pl.col("segment_col") == col)
+                         & (pl.col("segment_value") == value))
+    return t.row(0, named=True) if len(t) else None
+
+
+def window_finding(ctx: Context) -> str | None:
+    """What changed in the latest window: overall NPS, with the adverse shifts flagged as alerts."""
+    row = _row(ctx, "window", "nps")
+    if row is None:
+        return None
+    text = finding_sentence(ctx, row)
+    worst = sorted((a for a in ctx.alerts if a.get("segment_col") != "all" and a.get("kpi") == "nps"),
+                   key=lambda a: a["diff"])[:2]
+    ja = ctx.params.lang == "ja"
+    if ctx.alerts:
+        segs = ("、" if ja else ", ").join(f"{_segment(ctx, a['segment_col'], a['segment_value'])} {_signed(a['diff'])}"
+                                          for a in worst)
+        text += (f"悪化のアラートは{len(ctx.alerts)}件" + (f"（NPSの下げ幅が大きいのは{segs}）" if segs else "") + "。"
+                 if ja else f" {len(ctx.alerts)} adverse shifts are flagged" + (f" (largest NPS drops: {segs})" if segs else "") + ".")
+    return text
+
+
+def segments_finding(ctx: Context) -> str | None:
+    """Where the programme worked: significant NPS rises by segment, and the control that did not move."""
+    rows = ctx.tests.filter((pl.col("comparison") == "programme") & (pl.col("kpi") == "nps") & (pl.col("segment_col") != "all"))
+    up = rows.filter(pl.col("significant") & (pl.col("verdict") == "improved")).sort("p_adjusted").head(2)
+    if not len(up):
+        return None
+    ja = ctx.params.lang == "ja"
+    parts = [f"{_segment(ctx, r['segment_col'], r['segment_value'])} {_signed(r['diff'])}"
+             + (f"（95%信頼区間 {_fmt(r['ci_low'])}〜{_fmt(r['ci_high'])}）" if ja else f" (95% CI {_fmt(r['ci_low'])} to {_fmt(r['ci_high'])})")
+             for r in up.iter_rows(named=True)]
+    col = up["segment_col"][0]
+    flat = rows.filter((pl.col("segment_col") == col) & ~pl.col("significant")).iter_rows(named=True)
+    flat_s = ("、" if ja else ", ").join(f"{_segment(ctx, r['segment_col'], r['segment_value'])}（{ctx.t(r['verdict'])}）" if ja
+                                        else f"{_segment(ctx, r['segment_col'], r['segment_value'])} ({ctx.t(r['verdict'])})" for r in flat)
+    if ja:
+        return f"NPSの改善は{'、'.join(parts)}に集中しています（いずれも補正後も有意）。" + (f"変化が確認できないのは{flat_s}。" if flat_s else "")
+    return f"The NPS gain is concentrated in {' and '.join(parts)}, both significant after correction." + (f" No change can be shown for {flat_s}." if flat_s else "")
+
+
 def executive_findings(ctx: Context, top: int = 5) -> list[str]:
-    """3–5 findings: overall NPS after the programme, the largest significant segment shifts, emerging topics, alerts."""
-    out: list[str] = []
-    tests = ctx.tests
-    overall = tests.filter((pl.col("comparison") == "programme") & (pl.col("kpi") == "nps") & (pl.col("segment_col") == "all"))
-    if len(overall):
-        out.append(finding_sentence(ctx, overall.row(0, named=True)))
-    seg_rows = (
-        tests.filter((pl.col("comparison") == "programme") & pl.col("significant") & (pl.col("segment_col") != "all")
-                     & pl.col("kpi").is_in(["nps"]))
-        .sort("p_adjusted")
-        .head(2)
-    )
-    out += [finding_sentence(ctx, r) for r in seg_rows.iter_rows(named=True)]
-    frt = tests.filter((pl.col("comparison") == "programme") & (pl.col("kpi") == "first_response_h") & (pl.col("segment_col") == "all"))
-    if len(frt):
-        out.append(finding_sentence(ctx, frt.row(0, named=True)))
-    for row in ctx.topics.filter(pl.col("emerging")).iter_rows(named=True):
+    """3–5 findings, most decision-relevant first: the latest window, the emerging theme, the programme effect,
+    where it worked, and the support response time."""
+    out: list[str | None] = [window_finding(ctx)]
+    for row in ctx.topics.filter(pl.col("emerging")).head(1).iter_rows(named=True):
         if ctx.params.lang == "ja":
             out.append(f"新しいテーマ「{row['label']}」が直近に急増：直近の声の{row['share_recent']:.1%}"
                        f"（それ以前は{row['share_before']:.1%}、直近{row['n_recent']:,}件）。")
         else:
             out.append(f"Emerging theme “{row['label']}”: {row['share_recent']:.1%} of recent verbatims "
                        f"(was {row['share_before']:.1%}; {row['n_recent']:,} recent verbatims).")
-    if ctx.alerts:
-        out.append(f"悪化のアラート {len(ctx.alerts)} 件（詳細は下表）。" if ctx.params.lang == "ja"
-                   else f"{len(ctx.alerts)} significant adverse shift(s) flagged (see the table below).")
-    return out[: max(top, 3) + 1]
+    overall = _row(ctx, "programme", "nps")
+    out.append(finding_sentence(ctx, overall) if overall else None)
+    out.append(segments_finding(ctx))
+    frt = _row(ctx, "programme", "first_response_h")
+    out.append(finding_sentence(ctx, frt) if frt else None)
+    return [x for x in out if x][:top]
 
 
 def summary_html(ctx: Context) -> str:
@@ -200,7 +235,7 @@ def shift_table_html(ctx: Context, comparison: str = "programme", max_rows: int 
     body = []
     for r in rows.head(max_rows).iter_rows(named=True):
         digits = 2 if r["kpi"] == "csat_mean" else 1
-        p = "–" if r["p_adjusted"] is None else f"{r['p_adjusted']:.3g}"
+        p = _p(r["p_adjusted"])
         colour = VERDICT_COLOURS.get(r["verdict"], "#555")
         body.append(
             f"<tr><td>{e(ctx.kpi(r['kpi']))}</td><td>{e(_segment(ctx, r['segment_col'], r['segment_value']))}</td>"
@@ -323,6 +358,19 @@ def topic_takeaway(ctx: Context) -> str:
         return "直近で急増したトピックはありません。" if ctx.params.lang == "ja" else "No topic grew sharply in the recent months."
     labels = "、".join(f"「{x}」" for x in em["label"].to_list())
     return f"直近で急増：{labels}" if ctx.params.lang == "ja" else f"Grew sharply in recent months: {labels}"
+
+
+def figure(fig, alt: str):
+    """The chart as a PNG output carrying alt text (read aloud by screen readers, shown if images are off)."""
+    import io as _io
+
+    import matplotlib.pyplot as plt
+    from IPython.display import Image
+
+    buf = _io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return Image(data=buf.getvalue(), format="png", metadata={"alt": alt})
 
 
 def takeaway_html(text: str) -> str:
