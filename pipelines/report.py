@@ -27,6 +27,7 @@ class ReportParams(StrictModel):
     in_topics: str = "data/topics/topics.parquet"
     in_topics_over_time: str = "data/topics/over_time.parquet"
     in_topics_metrics: str = "reports/metrics/topics.json"
+    in_assignments: str = "data/topics/assignments.parquet"
     in_kpi_tests: str = "data/kpis/tests.parquet"
     in_kpi_monthly: str = "data/kpis/monthly.parquet"
     in_alerts: str = "reports/alerts.json"
@@ -45,7 +46,17 @@ T = {
         "improved": "改善", "worsened": "悪化", "no detectable change": "有意な変化なし",
         "too few responses to tell": "回答数が少なく判断できない",
         "all": "全体", "nps_trend": "月次NPSの推移", "topic_trend": "トピック構成比の推移",
-        "programme": "施策開始", "month": "月",
+        "programme": "施策開始", "month": "月", "period": "期間",
+        "shift_window": "直近期間の変化（前期間との比較）", "shift_programme": "施策前後の変化",
+        "matrix_note": "▲改善 ▼悪化 ＝有意な変化なし ?回答数が少なく判断できない（判定は多重比較補正後）",
+        "significant_detail": "有意な変化の詳細", "impact": "NPSへの影響（このトピックに触れた回答者−それ以外、95%信頼区間）",
+        "not_sig": "補正後は有意でない", "more_rows": "ほか {n} 件はデータファイル（data/kpis/tests.parquet）を参照",
+        "rows read": "読み込んだ行", "rows kept": "採用した行", "rows quarantined": "隔離した行",
+        "non-answers": "無回答（「特になし」など）", "empty comments": "空のコメント", "verbatims modelled": "分析したコメント",
+        "quarantined": "隔離", "redacted": "個人情報の伏せ字", "encoding": "文字コード",
+        "data window": "データ期間", "programme date": "施策開始日", "window comparison": "直近期間の比較",
+        "FDR q": "FDR q", "tests in the family": "補正の対象とした検定数", "data hash (sha256)": "データのハッシュ (sha256)",
+        "params hash (sha256)": "パラメータのハッシュ (sha256)", "code version": "コードのバージョン", "generated": "生成日時",
     },
     "en": {
         "summary": "Executive summary", "kpis": "Key KPIs", "shifts": "KPI shifts (after multiple-comparison control)",
@@ -57,7 +68,12 @@ T = {
         "improved": "improved", "worsened": "worsened", "no detectable change": "no detectable change",
         "too few responses to tell": "too few responses to tell",
         "all": "overall", "nps_trend": "Monthly NPS", "topic_trend": "Topic share by month",
-        "programme": "programme launch", "month": "Month",
+        "programme": "programme launch", "month": "Month", "period": "Period",
+        "shift_window": "Latest window vs the previous one", "shift_programme": "Before vs after the programme",
+        "matrix_note": "▲ improved ▼ worsened ＝ no detectable change ? too few responses to tell (verdicts after FDR control)",
+        "significant_detail": "Significant shifts in detail",
+        "impact": "NPS impact (respondents raising it − the others, 95% CI)", "not_sig": "not significant after correction", "more_rows": "{n} more in data/kpis/tests.parquet",
+        "quarantined": "quarantined", "redacted": "redacted", "encoding": "encoding",
     },
 }
 
@@ -82,6 +98,7 @@ class Context:
     topics: pl.DataFrame
     topics_over_time: pl.DataFrame
     topics_metrics: dict
+    assignments: pl.DataFrame
     tests: pl.DataFrame
     monthly: pl.DataFrame
     alerts: list
@@ -101,6 +118,7 @@ def load(params: ReportParams, root: str | Path = ".") -> Context:
         topics=pl.read_parquet(root / params.in_topics),
         topics_over_time=pl.read_parquet(root / params.in_topics_over_time),
         topics_metrics=json.loads((root / params.in_topics_metrics).read_text(encoding="utf-8")),
+        assignments=pl.read_parquet(root / params.in_assignments, columns=["response_id", "source", "nps", "topic"]),
         tests=pl.read_parquet(root / params.in_kpi_tests),
         monthly=pl.read_parquet(root / params.in_kpi_monthly),
         alerts=json.loads((root / params.in_alerts).read_text(encoding="utf-8")),
@@ -119,6 +137,26 @@ def _segment(ctx: Context, col: str, value: str) -> str:
     return ctx.t("all") if col == "all" else f"{col} = {value}"
 
 
+_MONTHS_EN = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+
+
+def period(label: str, lang: str) -> str:
+    """'2026-05〜2026-10' → '2026年5月〜10月' (ja) or 'May–Oct 2026' (en); other labels unchanged."""
+    import re
+
+    m = re.fullmatch(r"(\d{4})-(\d{2})(?:〜(\d{4})-(\d{2}))?", label or "")
+    if not m:
+        return label
+    y1, m1, y2, m2 = m.group(1), int(m.group(2)), m.group(3) or m.group(1), int(m.group(4) or m.group(2))
+    if lang == "ja":
+        end = f"{m2}月" if y1 == y2 else f"{y2}年{m2}月"
+        return f"{y1}年{m1}月" if (y1, m1) == (y2, m2) else f"{y1}年{m1}月〜{end}"
+    if (y1, m1) == (y2, m2):
+        return f"{_MONTHS_EN[m1 - 1]} {y1}"
+    start = _MONTHS_EN[m1 - 1] if y1 == y2 else f"{_MONTHS_EN[m1 - 1]} {y1}"
+    return f"{start}–{_MONTHS_EN[m2 - 1]} {y2}"
+
+
 def _p(p: float | None) -> str:
     return "–" if p is None else ("<0.001" if p < 0.001 else f"{p:.3f}")
 
@@ -132,20 +170,21 @@ def finding_sentence(ctx: Context, row: dict) -> str:
     lang = ctx.params.lang
     name = ctx.kpi(row["kpi"])
     seg = _segment(ctx, row["segment_col"], row["segment_value"])
-    unit = "" if row["kpi"] in ("csat_mean",) else (" ポイント" if lang == "ja" else " points") if row["kpi"] in ("nps", "csat_top2") else ""
+    unit = {"nps": " ポイント", "csat_top2": " ポイント", "first_response_h": " 時間", "resolution_h": " 時間"}.get(row["kpi"], "") \
+        if lang == "ja" else {"nps": " points", "csat_top2": " points", "first_response_h": " h", "resolution_h": " h"}.get(row["kpi"], "")
     digits = 2 if row["kpi"] == "csat_mean" else 1
     ci = f"{_fmt(row['ci_low'], digits)}〜{_fmt(row['ci_high'], digits)}" if lang == "ja" else f"{_fmt(row['ci_low'], digits)} to {_fmt(row['ci_high'], digits)}"
     n_tests = _n_tests(ctx)
     if lang == "ja":
         verdict = {"improved": "改善しました", "worsened": "悪化しました"}.get(row["verdict"], f"変化しました（{ctx.t(row['verdict'])}）")
         sig = f"{n_tests}件の比較で多重比較補正後も有意（補正後p{_p(row['p_adjusted']) if _p(row['p_adjusted']).startswith('<') else '=' + _p(row['p_adjusted'])}）" if row["significant"] else "補正後は有意ではない"
-        return (f"{seg}の{name}は{row['label_a']}の{_fmt(row['est_a'], digits)}から{row['label_b']}の{_fmt(row['est_b'], digits)}へ"
+        return (f"{seg}の{name}は{period(row['label_a'], lang)}の{_fmt(row['est_a'], digits)}から{period(row['label_b'], lang)}の{_fmt(row['est_b'], digits)}へ"
                 f"{_signed(row['diff'], digits)}{unit}{verdict}（95%信頼区間 {ci}、n={row['n_a']:,}/{row['n_b']:,}）。{sig}。")
     verb = "rose" if row["diff"] > 0 else "fell"
     sig = (f"significant after correcting for {n_tests} comparisons (adjusted p{_p(row['p_adjusted']) if _p(row['p_adjusted']).startswith('<') else '=' + _p(row['p_adjusted'])})"
            if row["significant"] else "not significant after correction")
-    return (f"{name} ({seg}) {verb} from {_fmt(row['est_a'], digits)} in {row['label_a']} to {_fmt(row['est_b'], digits)} in "
-            f"{row['label_b']} ({_signed(row['diff'], digits)}{unit}, 95% CI {ci}, n={row['n_a']:,}/{row['n_b']:,}); {sig}.")
+    return (f"{name} ({seg}) {verb} from {_fmt(row['est_a'], digits)} in {period(row['label_a'], lang)} to {_fmt(row['est_b'], digits)} in "
+            f"{period(row['label_b'], lang)} ({_signed(row['diff'], digits)}{unit}, 95% CI {ci}, n={row['n_a']:,}/{row['n_b']:,}); {sig}.")
 
 
 def _row(ctx: Context, comparison: str, kpi: str, col: str = "all", value: str = "all") -> dict | None:
@@ -183,24 +222,37 @@ def segments_finding(ctx: Context) -> str | None:
              for r in up.iter_rows(named=True)]
     col = up["segment_col"][0]
     flat = rows.filter((pl.col("segment_col") == col) & ~pl.col("significant")).iter_rows(named=True)
-    flat_s = ("、" if ja else ", ").join(f"{_segment(ctx, r['segment_col'], r['segment_value'])}（{ctx.t(r['verdict'])}）" if ja
-                                        else f"{_segment(ctx, r['segment_col'], r['segment_value'])} ({ctx.t(r['verdict'])})" for r in flat)
+    by_verdict: dict[str, list[str]] = {}
+    for r in flat:
+        by_verdict.setdefault(r["verdict"], []).append(_segment(ctx, r["segment_col"], r["segment_value"]))
     if ja:
-        return f"NPSの改善は{'、'.join(parts)}に集中しています（いずれも補正後も有意）。" + (f"変化が確認できないのは{flat_s}。" if flat_s else "")
-    return f"The NPS gain is concentrated in {' and '.join(parts)}, both significant after correction." + (f" No change can be shown for {flat_s}." if flat_s else "")
+        rest = "".join(f"{'、'.join(v)}は{'回答数が少なく変化を判断できません' if k == 'too few responses to tell' else '有意な変化がありません'}。"
+                       for k, v in by_verdict.items())
+        return f"NPSの改善は{'、'.join(parts)}に集中しています（いずれも補正後も有意）。" + rest
+    rest = "".join(f" {' and '.join(v)}: {ctx.t(k)}." for k, v in by_verdict.items())
+    return f"The NPS gain is concentrated in {' and '.join(parts)}, both significant after correction." + rest
 
 
 def executive_findings(ctx: Context, top: int = 5) -> list[str]:
     """3–5 findings, most decision-relevant first: the latest window, the emerging theme, the programme effect,
     where it worked, and the support response time."""
     out: list[str | None] = [window_finding(ctx)]
+    impact = {r["topic"]: r for r in topic_impact(ctx.assignments).iter_rows(named=True)}
     for row in ctx.topics.filter(pl.col("emerging")).head(1).iter_rows(named=True):
+        imp = impact.get(row["topic"])
         if ctx.params.lang == "ja":
-            out.append(f"新しいテーマ「{row['label']}」が直近に急増：直近の声の{row['share_recent']:.1%}"
-                       f"（それ以前は{row['share_before']:.1%}、直近{row['n_recent']:,}件）。")
+            text = (f"新しいテーマ「{row['label']}」が直近に急増：直近の声の{row['share_recent']:.1%}"
+                    f"（それ以前は{row['share_before']:.1%}、直近{row['n_recent']:,}件）。")
+            if imp and imp["impact_significant"]:
+                text += (f"この話題に触れた回答者のNPSは{_fmt(imp['nps_topic'])}で、それ以外より{_signed(imp['nps_impact'])} ポイント"
+                         f"（95%信頼区間 {_fmt(imp['impact_low'])}〜{_fmt(imp['impact_high'])}）。")
         else:
-            out.append(f"Emerging theme “{row['label']}”: {row['share_recent']:.1%} of recent verbatims "
-                       f"(was {row['share_before']:.1%}; {row['n_recent']:,} recent verbatims).")
+            text = (f"Emerging theme “{row['label']}”: {row['share_recent']:.1%} of recent verbatims "
+                    f"(was {row['share_before']:.1%}; {row['n_recent']:,} recent verbatims).")
+            if imp and imp["impact_significant"]:
+                text += (f" Respondents raising it give an NPS of {_fmt(imp['nps_topic'])}, {_signed(imp['nps_impact'])} points "
+                         f"against the others (95% CI {_fmt(imp['impact_low'])} to {_fmt(imp['impact_high'])}).")
+        out.append(text)
     overall = _row(ctx, "programme", "nps")
     out.append(finding_sentence(ctx, overall) if overall else None)
     out.append(segments_finding(ctx))
@@ -229,37 +281,109 @@ def tiles_html(ctx: Context) -> str:
     return f'<section><h2>{e(ctx.t("kpis"))}</h2><div class="koe-tiles">{"".join(tiles)}</div></section>'
 
 
-def shift_table_html(ctx: Context, comparison: str = "programme", max_rows: int = 60) -> str:
-    rows = ctx.tests.filter(pl.col("comparison") == comparison).sort(["significant", "p_adjusted"], descending=[True, False], nulls_last=True)
-    head = "".join(f"<th>{e(ctx.t(k))}</th>" for k in ("kpi", "segment", "before", "after", "diff", "ci", "p_adj", "n", "verdict"))
+KPI_ORDER = ("nps", "csat_mean", "csat_top2", "ticket_volume", "first_response_h", "resolution_h")
+VERDICT_MARK = {"improved": "▲", "worsened": "▼", "no detectable change": "＝", "too few responses to tell": "?"}
+
+
+def shift_matrix_html(ctx: Context, comparison: str) -> str:
+    """Every KPI × every segment for one comparison: change and verdict per cell (colour plus a mark and a word,
+    so it reads without colour vision and in print)."""
+    rows = ctx.tests.filter(pl.col("comparison") == comparison)
+    if not len(rows):
+        return ""
+    kpis = [k for k in KPI_ORDER if k in set(rows["kpi"])] + sorted(set(rows["kpi"]) - set(KPI_ORDER))
+    cells = {(r["segment_col"], r["segment_value"], r["kpi"]): r for r in rows.iter_rows(named=True)}
+    segs = sorted({(r["segment_col"], r["segment_value"]) for r in rows.iter_rows(named=True)},
+                  key=lambda sv: (sv[0] != "all", sv))
+    head = f"<th>{e(ctx.t('segment'))}</th>" + "".join(f"<th>{e(ctx.kpi(k))}</th>" for k in kpis)
+    body = []
+    for col, value in segs:
+        tds = []
+        for k in kpis:
+            r = cells.get((col, value, k))
+            if r is None:
+                tds.append("<td>–</td>")
+                continue
+            colour = VERDICT_COLOURS.get(r["verdict"], "#555555")
+            digits = 2 if k == "csat_mean" else 1
+            diff = _signed(r["diff"], digits) if r["verdict"] != "too few responses to tell" else ""
+            tds.append(f'<td class="koe-cell" style="color:{colour}"><b>{VERDICT_MARK.get(r["verdict"], "")}</b> {diff}'
+                       f'<br><small>{e(ctx.t(r["verdict"]))}</small></td>')
+        body.append(f"<tr><th>{e(_segment(ctx, col, value))}</th>{''.join(tds)}</tr>")
+    first = rows.row(0, named=True)
+    title = ctx.t("shift_window" if comparison == "window" else "shift_programme")
+    caption = f"{e(period(first['label_a'], ctx.params.lang))} → {e(period(first['label_b'], ctx.params.lang))}"
+    return (f'<section><h3>{e(title)}</h3><p class="koe-caption">{caption}. {e(ctx.t("matrix_note"))}</p>'
+            f'<table class="koe-table koe-matrix"><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table></section>')
+
+
+def shift_table_html(ctx: Context, max_rows: int = 40) -> str:
+    """The KPI × segment matrices for the latest window and the programme, then the significant shifts in detail."""
+    matrices = shift_matrix_html(ctx, "window") + shift_matrix_html(ctx, "programme")
+    rows = ctx.tests.filter(pl.col("significant")).sort(["comparison", "p_adjusted"], descending=[True, False])
+    head = "".join(f"<th>{e(ctx.t(k))}</th>" for k in ("kpi", "segment", "period", "before", "after", "diff", "ci", "p_adj", "n", "verdict"))
     body = []
     for r in rows.head(max_rows).iter_rows(named=True):
         digits = 2 if r["kpi"] == "csat_mean" else 1
-        p = _p(r["p_adjusted"])
         colour = VERDICT_COLOURS.get(r["verdict"], "#555")
+        when = f"{period(r['label_a'], ctx.params.lang)} → {period(r['label_b'], ctx.params.lang)}"
         body.append(
-            f"<tr><td>{e(ctx.kpi(r['kpi']))}</td><td>{e(_segment(ctx, r['segment_col'], r['segment_value']))}</td>"
+            f"<tr><td>{e(ctx.kpi(r['kpi']))}</td><td>{e(_segment(ctx, r['segment_col'], r['segment_value']))}</td><td>{e(when)}</td>"
             f"<td>{_fmt(r['est_a'], digits)}</td><td>{_fmt(r['est_b'], digits)}</td><td>{_signed(r['diff'], digits)}</td>"
-            f"<td>{_fmt(r['ci_low'], digits)}…{_fmt(r['ci_high'], digits)}</td><td>{p}</td><td>{r['n_a']:,}/{r['n_b']:,}</td>"
-            f'<td style="color:{colour}">{e(ctx.t(r["verdict"]))}</td></tr>'
+            f"<td>{_fmt(r['ci_low'], digits)}…{_fmt(r['ci_high'], digits)}</td><td>{e(_p(r['p_adjusted']))}</td><td>{r['n_a']:,}/{r['n_b']:,}</td>"
+            f'<td style="color:{colour}">{VERDICT_MARK.get(r["verdict"], "")} {e(ctx.t(r["verdict"]))}</td></tr>'
         )
-    first = rows.row(0, named=True) if len(rows) else {"label_a": "", "label_b": ""}
-    caption = f"{e(first['label_a'])} → {e(first['label_b'])}"
-    return (f'<section><h2>{e(ctx.t("shifts"))}</h2><p class="koe-caption">{caption}</p>'
-            f'<table class="koe-table"><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table></section>')
+    more = len(rows) - min(len(rows), max_rows)
+    note = f'<p class="koe-caption">{e(ctx.t("more_rows").format(n=more))}</p>' if more > 0 else ""
+    return (f'<section><h2>{e(ctx.t("shifts"))}</h2>{matrices}<h3>{e(ctx.t("significant_detail"))}</h3>'
+            f'<table class="koe-table"><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table>{note}</section>')
+
+
+def topic_impact(assignments: pl.DataFrame, alpha: float = 0.05, q: float = 0.05) -> pl.DataFrame:
+    """NPS of respondents who raised each topic minus NPS of those who did not (Wald, trinomial variance),
+    Benjamini–Hochberg over the topics: which themes weigh on the score, and whether that is more than noise."""
+    import numpy as np
+
+    from pipelines.kpis import bh_adjust, compare_nps
+
+    resp = (assignments.filter(pl.col("nps").is_not_null() & pl.col("response_id").is_not_null())
+            .group_by("response_id").agg(pl.col("nps").first(), pl.col("topic").unique()))
+    out = []
+    for topic in sorted(assignments["topic"].unique().to_list()):
+        if topic == -1:
+            continue
+        mask = resp["topic"].list.contains(topic)
+        inside, outside = resp.filter(mask)["nps"].to_numpy(), resp.filter(~mask)["nps"].to_numpy()
+        if len(inside) < 2 or len(outside) < 2:
+            continue
+        c = compare_nps(np.asarray(outside), np.asarray(inside), alpha=alpha)
+        out.append({"topic": topic, "nps_topic": c.est_b, "nps_impact": c.diff, "impact_low": c.ci_low,
+                    "impact_high": c.ci_high, "impact_p": c.p_value, "impact_n": c.n_b})
+    frame = pl.DataFrame(out, schema={"topic": pl.Int64, "nps_topic": pl.Float64, "nps_impact": pl.Float64,
+                                      "impact_low": pl.Float64, "impact_high": pl.Float64, "impact_p": pl.Float64,
+                                      "impact_n": pl.Int64})
+    p_adj, sig = bh_adjust(frame["impact_p"].to_list(), q=q)
+    return frame.with_columns(pl.Series("impact_p_adj", p_adj, dtype=pl.Float64), pl.Series("impact_significant", sig, dtype=pl.Boolean))
 
 
 def topics_html(ctx: Context) -> str:
-    rows = ctx.topics.filter(pl.col("topic") != -1).sort("size", descending=True)
+    impact = topic_impact(ctx.assignments)
+    rows = ctx.topics.filter(pl.col("topic") != -1).join(impact, on="topic", how="left").sort("size", descending=True)
     body = []
     for r in rows.iter_rows(named=True):
+        if r.get("nps_impact") is None:
+            effect = "–"
+        else:
+            mark = "" if not r["impact_significant"] else (" ▼" if r["nps_impact"] < 0 else " ▲")
+            effect = (f"<b>{_signed(r['nps_impact'])}</b>{mark}<br><small>{_fmt(r['impact_low'])}…{_fmt(r['impact_high'])}"
+                      f"{'' if r['impact_significant'] else ' · ' + e(ctx.t('not_sig'))}</small>")
         badge = f' <span class="koe-badge">{e(ctx.t("emerging"))}</span>' if r.get("emerging") else ""
         examples = "".join(f"<li>{e(x)}</li>" for x in (r["examples"] or [])[: ctx.params.max_examples])
         body.append(
             f"<tr><td><b>{e(r['label'])}</b>{badge}</td><td>{r['size']:,}</td><td>{r['share']:.1%}</td>"
-            f"<td>{r['share_recent']:.1%}</td><td>{e('、'.join(r['words'][:6]))}</td><td><ul class='koe-examples'>{examples}</ul></td></tr>"
+            f"<td>{r['share_recent']:.1%}</td><td>{effect}</td><td>{e('、'.join(r['words'][:6]))}</td><td><ul class='koe-examples'>{examples}</ul></td></tr>"
         )
-    head = "".join(f"<th>{e(ctx.t(k))}</th>" for k in ("label", "size", "share", "trend", "words", "examples"))
+    head = "".join(f"<th>{e(ctx.t(k))}</th>" for k in ("label", "size", "share", "trend", "impact", "words", "examples"))
     return f'<section><h2>{e(ctx.t("topics"))}</h2><table class="koe-table"><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table></section>'
 
 
@@ -269,9 +393,10 @@ def quality_html(ctx: Context) -> str:
         ("rows read", m["rows_in"]), ("rows kept", m["rows_kept"]), ("rows quarantined", m["rows_quarantined"]),
         ("non-answers", m["non_answers"]), ("empty comments", m["empty_texts"]), ("verbatims modelled", m["verbatims_ok"]),
     ]
-    lines += [(f"quarantined: {k}", v) for k, v in m["quarantined_by_reason"].items()]
-    lines += [(f"redacted: {k}", v) for k, v in m["redactions"].items()]
-    lines += [(f"encoding of {f['file']}", f["encoding"]) for f in m["files"]]
+    lines = [(ctx.t(k), v) for k, v in lines]
+    lines += [(f"{ctx.t('quarantined')}: {k}", v) for k, v in m["quarantined_by_reason"].items()]
+    lines += [(f"{ctx.t('redacted')}: [{k}]", v) for k, v in m["redactions"].items()]
+    lines += [(f"{ctx.t('encoding')}: {f['file']}", f["encoding"]) for f in m["files"]]
     body = "".join(f"<tr><td>{e(str(k))}</td><td>{e(f'{v:,}' if isinstance(v, int) else str(v))}</td></tr>" for k, v in lines)
     return f'<section><h2>{e(ctx.t("quality"))}</h2><table class="koe-table">{body}</table></section>'
 
@@ -289,7 +414,7 @@ def method_html(ctx: Context, run_info: dict) -> str:
                "解決時間は未解決チケットを打ち切りとしたKaplan–Meier中央値とログランク検定、件数はPoisson率の比較。"
                f"実行内の全{tests_n}検定にBenjamini–Hochberg法（FDR）を適用。最小検出効果が大きすぎるセルは「回答数が少なく判断できない」と表示。"),
     }[ctx.params.lang]
-    meta = "".join(f"<tr><td>{e(str(k))}</td><td>{e(str(v))}</td></tr>" for k, v in run_info.items())
+    meta = "".join(f"<tr><td>{e(ctx.t(str(k)))}</td><td>{e(str(v))}</td></tr>" for k, v in run_info.items())
     return (f'<section><h2>{e(ctx.t("method"))}</h2><p>{e(text)}</p><h2>{e(ctx.t("run"))}</h2>'
             f'<table class="koe-table">{meta}</table></section>')
 
@@ -423,8 +548,12 @@ def embedded_font_css(text: str) -> str:
     import base64
     import io as _io
 
+    import logging
+
     import matplotlib_fontja
     from fontTools import subset
+
+    logging.getLogger("fontTools").setLevel(logging.WARNING)  # it logs every pruned table at INFO
 
     chars = {c for c in text if ord(c) > 0x7F}  # ASCII is drawn by the reader's own sans-serif
     if not chars:
