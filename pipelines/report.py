@@ -49,7 +49,7 @@ T = {
         "programme": "施策開始", "month": "月", "period": "期間",
         "shift_window": "直近期間の変化（前期間との比較）", "shift_programme": "施策前後の変化",
         "matrix_note": "▲改善 ▼悪化 ＝有意な変化なし ?回答数が少なく判断できない（判定は多重比較補正後）",
-        "significant_detail": "有意な変化の詳細", "impact": "NPSへの影響（このトピックに触れた回答者−それ以外、95%信頼区間）",
+        "significant_detail": "有意な変化の詳細", "few_short": "回答不足", "impact": "NPSへの影響（このトピックに触れた回答者−それ以外、95%信頼区間）",
         "not_sig": "補正後は有意でない", "more_rows": "ほか {n} 件はデータファイル（data/kpis/tests.parquet）を参照",
         "rows read": "読み込んだ行", "rows kept": "採用した行", "rows quarantined": "隔離した行",
         "non-answers": "無回答（「特になし」など）", "empty comments": "空のコメント", "verbatims modelled": "分析したコメント",
@@ -71,7 +71,7 @@ T = {
         "programme": "programme launch", "month": "Month", "period": "Period",
         "shift_window": "Latest window vs the previous one", "shift_programme": "Before vs after the programme",
         "matrix_note": "▲ improved ▼ worsened ＝ no detectable change ? too few responses to tell (verdicts after FDR control)",
-        "significant_detail": "Significant shifts in detail",
+        "significant_detail": "Significant shifts in detail", "few_short": "too few to tell",
         "impact": "NPS impact (respondents raising it − the others, 95% CI)", "not_sig": "not significant after correction", "more_rows": "{n} more in data/kpis/tests.parquet",
         "quarantined": "quarantined", "redacted": "redacted", "encoding": "encoding",
     },
@@ -267,7 +267,8 @@ def summary_html(ctx: Context) -> str:
 
 
 def tiles_html(ctx: Context) -> str:
-    rows = ctx.tests.filter((pl.col("comparison") == "programme") & (pl.col("segment_col") == "all")).sort("kpi")
+    rows = ctx.tests.filter((pl.col("comparison") == "programme") & (pl.col("segment_col") == "all"))
+    rows = rows.with_columns(pl.col("kpi").replace_strict({k: i for i, k in enumerate(KPI_ORDER)}, default=99).alias("_o")).sort("_o")
     tiles = []
     for r in rows.iter_rows(named=True):
         colour = VERDICT_COLOURS.get(r["verdict"], "#555")
@@ -275,7 +276,9 @@ def tiles_html(ctx: Context) -> str:
         tiles.append(
             f'<div class="koe-tile" style="border-top:4px solid {colour}"><div class="koe-tile-name">{e(ctx.kpi(r["kpi"]))}</div>'
             f'<div class="koe-tile-value">{_fmt(r["est_b"], digits)}</div>'
-            f'<div class="koe-tile-change">{_signed(r["diff"], digits)} ({e(ctx.t("ci"))} {_fmt(r["ci_low"], digits)}…{_fmt(r["ci_high"], digits)})</div>'
+            f'<div class="koe-tile-change">{_signed(r["diff"], digits)}'
+            + (f' ({e(ctx.t("ci"))} {_fmt(r["ci_low"], digits)}…{_fmt(r["ci_high"], digits)})' if r["ci_low"] is not None else "")
+            + f'</div>'
             f'<div class="koe-tile-verdict" style="color:{colour}">{e(ctx.t(r["verdict"]))}</div></div>'
         )
     return f'<section><h2>{e(ctx.t("kpis"))}</h2><div class="koe-tiles">{"".join(tiles)}</div></section>'
@@ -308,7 +311,7 @@ def shift_matrix_html(ctx: Context, comparison: str) -> str:
             digits = 2 if k == "csat_mean" else 1
             diff = _signed(r["diff"], digits) if r["verdict"] != "too few responses to tell" else ""
             tds.append(f'<td class="koe-cell" style="color:{colour}"><b>{VERDICT_MARK.get(r["verdict"], "")}</b> {diff}'
-                       f'<br><small>{e(ctx.t(r["verdict"]))}</small></td>')
+                       f'<br><small>{e(ctx.t("few_short") if r["verdict"] == "too few responses to tell" else ctx.t(r["verdict"]))}</small></td>')
         body.append(f"<tr><th>{e(_segment(ctx, col, value))}</th>{''.join(tds)}</tr>")
     first = rows.row(0, named=True)
     title = ctx.t("shift_window" if comparison == "window" else "shift_programme")
@@ -439,6 +442,7 @@ def plot_nps_trend(ctx: Context, programme_date: str | None = None):
     ax.set_title(ctx.t("nps_trend"))
     ax.set_xlabel(ctx.t("month"))
     ax.set_ylabel("NPS")
+    ax.legend(title=None)
     ax.tick_params(axis="x", rotation=45)
     if programme_date:
         periods = data["period"].unique().sort().to_list()

@@ -181,12 +181,17 @@ def test_japanese_glyphs_are_drawn_not_tofu(chromium, report_roots):
         assert glyphs >= len(heading.strip()) > 0, fonts
         # drawn by a font that has Japanese: the embedded IPAexGothic subset or a local CJK font
         assert any(n for n in names if "IPAex" in n or "CJK" in n or "Hiragino" in n or "Gothic" in n), names
-        # and it draws different shapes for different characters (tofu boxes all have one width)
-        widths = page.eval("""(() => { const c = document.createElement('canvas').getContext('2d');
-            c.font = '40px ' + getComputedStyle(document.body).fontFamily;
-            return ['エ', 'グ', 'サ', 'マ', 'リ'].map(ch => c.measureText(ch).actualBoundingBoxRight
-                   - c.measureText(ch).actualBoundingBoxLeft); })()""")
-        assert len({round(w) for w in widths}) >= 3, widths
+        # and it draws different shapes for different characters (a missing glyph is the same box every time)
+        bitmaps = page.eval("""(() => ['エ', 'ロ', '変'].map(ch => {
+            const c = document.createElement('canvas'); c.width = c.height = 48;
+            const g = c.getContext('2d'); g.font = '40px ' + getComputedStyle(document.querySelector('.koe-summary h2')).fontFamily;
+            g.fillText(ch, 2, 40); return c.toDataURL(); }))()""")
+        assert len(set(bitmaps)) == 3
+        tofu = page.eval("""(() => ['\\u{E000}', '\\u{E001}'].map(ch => {
+            const c = document.createElement('canvas'); c.width = c.height = 48;
+            const g = c.getContext('2d'); g.font = '40px ' + getComputedStyle(document.querySelector('.koe-summary h2')).fontFamily;
+            g.fillText(ch, 2, 40); return c.toDataURL(); }))()""")
+        assert not set(bitmaps) & set(tofu)
     finally:
         close(page)
 
