@@ -210,6 +210,9 @@ def _failure(output: str) -> tuple[str | None, str]:
     cause = next((ln.split("error: ", 1)[1].strip() for ln in reversed(output.splitlines()) if "koe: error: " in ln), None)
     if cause is None:
         cause = next((ln.strip() for ln in reversed(output.splitlines()) if ln.startswith("ERROR")), "see the log")
+    # the workspace's notebook path means nothing to the reader: the copy in reports/failed/ is named instead
+    cause = re.sub(r"^stage '[\w-]+' failed: ", "", cause)
+    cause = re.sub(r"\s*\(executed notebook kept at [^)]*\)$", "", cause)
     return stage, cause
 
 
@@ -273,7 +276,7 @@ INDEX_TEXT = {
 
 def render_index(root: Path, params: KoeParams) -> str:
     """reports/index.html: every published run newest first with its headline KPIs; escaped and self-contained."""
-    from pipelines.report import KPI_NAMES, T, VERDICT_COLOURS
+    from pipelines.report import KPI_NAMES, T, VERDICT_COLOURS, embedded_font_css, period
 
     lang = params.report.lang
     tx, e = INDEX_TEXT[lang], html.escape
@@ -305,20 +308,20 @@ def render_index(root: Path, params: KoeParams) -> str:
             verdict = T[lang].get(h["verdict"], h["verdict"])
             cells.append(f"<td><b>{h['est_b']:.{d}f}</b> ({e(change + ci)})<br>"
                          f'<span style="color:{colour}">{e(verdict)}</span></td>')
-        window = f"{first.get('label_a', '')} → {first.get('label_b', '')}" if first else ""
+        window = f"{period(first.get('label_a', ''), lang)} → {period(first.get('label_b', ''), lang)}" if first else ""
         href = e(f"runs/{as_of}/report.html", quote=True)
         body.append(f"<tr><td>{e(as_of)}</td><td>{e(status)}</td><td>{e(window)}</td>{''.join(cells)}"
                     f'<td><a href="{href}">{e(tx["report"])}</a></td></tr>')
     table = (f'<table><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table><p class="note">{e(tx["note"])}</p>'
              if body else f"<p>{e(tx['none'])}</p>")
     generated = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    return f"""<!DOCTYPE html>
+    page = f"""<!DOCTYPE html>
 <html lang="{lang}"><head><meta charset="utf-8">
-<meta http-equiv="Content-Security-Policy" content="default-src 'none'; style-src 'unsafe-inline'; img-src data:">
+<meta http-equiv="Content-Security-Policy" content="default-src 'none'; style-src 'unsafe-inline'; img-src data:; font-src data:">
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <title>{e(params.report.title)} — {e(tx["title"])}</title>
 <style>
-body {{ font-family: "Hiragino Sans", "Noto Sans CJK JP", "IPAexGothic", "Yu Gothic", Meiryo, system-ui, sans-serif;
+body {{ font-family: "Hiragino Sans", "Noto Sans CJK JP", "Yu Gothic", Meiryo, "KoeJP", system-ui, sans-serif;
        max-width: 1100px; margin: 2em auto; padding: 0 1em; color: #222; }}
 table {{ border-collapse: collapse; width: 100%; }}
 th, td {{ border-bottom: 1px solid #ddd; padding: 6px 8px; text-align: left; vertical-align: top; }}
@@ -331,6 +334,7 @@ th {{ background: #eef2f5; }}
 <p class="note">{e(tx["generated"])}: {generated}</p>
 </body></html>
 """
+    return page.replace("</head>", embedded_font_css(page) + "\n</head>", 1)
 
 
 # --- the run ---------------------------------------------------------------------------------------------------------
