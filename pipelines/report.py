@@ -46,10 +46,10 @@ T = {
         "improved": "改善", "worsened": "悪化", "no detectable change": "有意な変化なし",
         "too few responses to tell": "回答数が少なく判断できない",
         "all": "全体", "nps_trend": "月次NPSの推移", "topic_trend": "トピック構成比の推移",
-        "programme": "施策開始", "month": "月", "period": "期間",
+        "programme": "施策開始", "month": "月",
         "shift_window": "直近期間の変化（前期間との比較）", "shift_programme": "施策前後の変化",
-        "matrix_note": "▲改善 ▼悪化 ＝有意な変化なし ?回答数が少なく判断できない（判定は多重比較補正後）",
-        "significant_detail": "有意な変化の詳細", "few_short": "回答不足", "impact": "NPSへの影響（このトピックに触れた回答者−それ以外、95%信頼区間）",
+        "period": "比較", "matrix_note": "▲改善 ▼悪化 ＝有意な変化なし ?回答数が少なく判断できない（判定は多重比較補正後）",
+        "significant_detail": "有意な変化の詳細", "cmp_window": "直近", "cmp_programme": "施策前後", "few_short": "回答不足", "impact": "NPSへの影響（このトピックに触れた回答者−それ以外、95%信頼区間）",
         "not_sig": "補正後は有意でない", "more_rows": "ほか {n} 件はデータファイル（data/kpis/tests.parquet）を参照",
         "rows read": "読み込んだ行", "rows kept": "採用した行", "rows quarantined": "隔離した行",
         "non-answers": "無回答（「特になし」など）", "empty comments": "空のコメント", "verbatims modelled": "分析したコメント",
@@ -68,10 +68,10 @@ T = {
         "improved": "improved", "worsened": "worsened", "no detectable change": "no detectable change",
         "too few responses to tell": "too few responses to tell",
         "all": "overall", "nps_trend": "Monthly NPS", "topic_trend": "Topic share by month",
-        "programme": "programme launch", "month": "Month", "period": "Period",
+        "programme": "programme launch", "month": "Month", "period": "Comparison",
         "shift_window": "Latest window vs the previous one", "shift_programme": "Before vs after the programme",
         "matrix_note": "▲ improved ▼ worsened ＝ no detectable change ? too few responses to tell (verdicts after FDR control)",
-        "significant_detail": "Significant shifts in detail", "few_short": "too few to tell",
+        "significant_detail": "Significant shifts in detail", "cmp_window": "latest", "cmp_programme": "programme", "few_short": "too few to tell",
         "impact": "NPS impact (respondents raising it − the others, 95% CI)", "not_sig": "not significant after correction", "more_rows": "{n} more in data/kpis/tests.parquet",
         "quarantined": "quarantined", "redacted": "redacted", "encoding": "encoding",
     },
@@ -329,7 +329,7 @@ def shift_table_html(ctx: Context, max_rows: int = 40) -> str:
     for r in rows.head(max_rows).iter_rows(named=True):
         digits = 2 if r["kpi"] == "csat_mean" else 1
         colour = VERDICT_COLOURS.get(r["verdict"], "#555")
-        when = f"{period(r['label_a'], ctx.params.lang)} → {period(r['label_b'], ctx.params.lang)}"
+        when = ctx.t("cmp_" + r["comparison"])
         body.append(
             f"<tr><td>{e(ctx.kpi(r['kpi']))}</td><td>{e(_segment(ctx, r['segment_col'], r['segment_value']))}</td><td>{e(when)}</td>"
             f"<td>{_fmt(r['est_a'], digits)}</td><td>{_fmt(r['est_b'], digits)}</td><td>{_signed(r['diff'], digits)}</td>"
