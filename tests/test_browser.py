@@ -97,10 +97,11 @@ def open_report(chromium: str, html: Path, name: str) -> tuple[Page, dict]:
                          clip={"x": 0, "y": 0, "width": 1200, "height": min(height, 12000), "scale": 1})
         ARTIFACTS.mkdir(parents=True, exist_ok=True)
         (ARTIFACTS / f"{name}.png").write_bytes(base64.b64decode(shot["data"]))
-        page.proc = proc  # type: ignore[attr-defined]
+        page.proc, page.profile = proc, profile  # type: ignore[attr-defined]
         return page, {"url": url}
     except Exception:
         proc.kill()
+        shutil.rmtree(profile, ignore_errors=True)
         raise
 
 
@@ -108,6 +109,7 @@ def close(page: Page) -> None:
     page.ws.close()
     page.proc.kill()  # type: ignore[attr-defined]
     page.proc.wait()  # type: ignore[attr-defined]
+    shutil.rmtree(page.profile, ignore_errors=True)  # type: ignore[attr-defined]
 
 
 def _problems(page: Page, url: str) -> tuple[list, list, list]:
