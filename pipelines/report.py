@@ -590,6 +590,7 @@ def render_html(executed_notebook: str | Path, out_html: str | Path, lang: str =
         if cell.cell_type == "code":
             cell.outputs = [o for o in cell.get("outputs", []) if not (o.get("output_type") == "stream" and o.get("name") == "stderr")]
     exporter = HTMLExporter(template_name="koe_report", extra_template_basedirs=[str(TEMPLATE_DIR)])
+    exporter.language_code = lang  # <html lang=…>: screen readers and hyphenation follow it
     exporter.exclude_input = True
     exporter.exclude_input_prompt = True
     exporter.exclude_output_prompt = True
