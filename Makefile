@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.koe-setup
 UV_VERSION := 0.13.8
 export PATH := $(BIN):$(PATH)
 
-.PHONY: setup demo test lab lock clean-outputs
+.PHONY: setup demo test lab lock clean-outputs browser
 
 setup: $(STAMP)
 
@@ -29,8 +29,12 @@ demo: setup
 	@echo
 	@echo "report: $(CURDIR)/reports/report.html"
 
-test: setup
+test: setup browser
 	python -m pytest
+
+# Headless Chromium for the report's browser tests (tests/test_browser.py); installed once, as root.
+browser:
+	@command -v chromium >/dev/null || (apt-get update && apt-get install -y chromium)
 
 lab: setup
 	jupyter lab --no-browser --ip 127.0.0.1 $$( [ "$$(id -u)" = 0 ] && echo --allow-root ) --notebook-dir=$(CURDIR)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from datetime import date
 from pathlib import Path
 
 from pipelines.paths import project_root
@@ -27,6 +28,24 @@ def _stage(args: argparse.Namespace) -> int:
 
     run_stage(args.name, project_root(args.root))
     return 0
+
+
+def _run(args: argparse.Namespace) -> int:
+    from pipelines import schedule
+
+    try:
+        result = schedule.run(project_root(args.root), args.as_of, wait_s=args.wait)
+    except schedule.RunLocked as e:
+        print(f"koe: refused: {e}", file=sys.stderr)
+        return schedule.EXIT_LOCKED
+    except schedule.RunFailed as e:
+        print(f"koe: error: run {args.as_of} failed: {e}; nothing was published", file=sys.stderr)
+        return schedule.EXIT_FAILED
+    except Exception as e:  # anything else is a failure too: never let Python's exit 1 read as "ok with alerts"
+        logging.getLogger("koe").exception("run %s failed", args.as_of)
+        print(f"koe: error: run {args.as_of} failed: {type(e).__name__}: {e}; nothing was published", file=sys.stderr)
+        return schedule.EXIT_FAILED
+    return result.exit_code
 
 
 def _check(args: argparse.Namespace) -> int:
@@ -53,6 +72,16 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("stage", help="run one pipeline stage's notebook with its params.yaml section (dvc.yaml calls this)")
     p.add_argument("name")
     p.set_defaults(func=_stage)
+    p = sub.add_parser(
+        "run", help="scheduled run: the whole pipeline for one window, published to reports/runs/<as-of>/",
+        description="Exit codes: 0 ok, 1 ok with alerts (see alerts.json), 2 failed (nothing published), "
+                    "3 another run holds the lock.",
+    )
+    p.add_argument("--as-of", type=date.fromisoformat, default=date.today().replace(day=1),
+                   help="end (exclusive) of the current window, YYYY-MM-DD (default: the 1st of this month)")
+    p.add_argument("--wait", type=float, default=0.0, metavar="SECONDS",
+                   help="wait up to this long for a running run to finish instead of refusing at once")
+    p.set_defaults(func=_run)
     p = sub.add_parser("check", help="validate params.yaml against the schema and the notebooks")
     p.set_defaults(func=_check)
     args = parser.parse_args(argv)

@@ -32,31 +32,8 @@ def _run(cmd: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedP
     return proc
 
 
-@pytest.fixture(scope="session")
-def workspace(tmp_path_factory) -> Path:
-    ws = tmp_path_factory.mktemp("koe-workspace")
-    for name in ("notebooks", "pipelines"):
-        shutil.copytree(ROOT / name, ws / name, ignore=shutil.ignore_patterns("__pycache__", ".ipynb_checkpoints"))
-    shutil.copy(ROOT / "dvc.yaml", ws / "dvc.yaml")
-    params = yaml.safe_load((ROOT / "params.yaml").read_text(encoding="utf-8"))
-    params["demo"].update(n_responses=N_RESPONSES, n_tickets=N_TICKETS)
-    (ws / "params.yaml").write_text(yaml.safe_dump(params, allow_unicode=True, sort_keys=False), encoding="utf-8")
-    _run(["dvc", "init", "--no-scm", "-q"], ws)
-    _run(["dvc", "config", "core.analytics", "false"], ws)
-    _run(["koe", "demo-data"], ws)
-    proc = _run(["dvc", "repro"], ws)
-    (ws / "first-repro.log").write_text(proc.stdout + proc.stderr, encoding="utf-8")
-    return ws
-
-
-@pytest.fixture(scope="session")
-def truth(workspace) -> dict:
-    return json.loads((workspace / "data/demo/truth.json").read_text(encoding="utf-8"))
-
-
-@pytest.fixture(scope="session")
-def report_html(workspace) -> str:
-    return (workspace / "reports/report.html").read_text(encoding="utf-8")
+# The session fixtures (workspace, truth, report_html) live in conftest.py: the report and scheduled-run tests
+# share the same small demo workspace, so the pipeline runs once per session.
 
 
 def test_every_stage_ran_and_wrote_its_outputs(workspace):

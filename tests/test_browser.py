@@ -1,0 +1,217 @@
+"""The stakeholder report as a reader's browser shows it: headless Chromium driven over the DevTools protocol.
+
+Chromium is installed by `make test` (the `browser` prerequisite). Screenshots land in tests/artifacts/.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import shutil
+import subprocess
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+import polars as pl
+import pytest
+import yaml
+
+from conftest import ROOT, _run
+
+ARTIFACTS = ROOT / "tests" / "artifacts"
+FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
+         "--disable-component-update", "--disable-sync", "--window-size=1200,900", "--remote-debugging-port=0"]
+PROBE = "window.__koe_pwned"
+PLANTED = [f"<script>{PROBE} = 1</script>危ない声", f'<img src=x onerror="{PROBE} = 2">画像の声']
+
+pytestmark = pytest.mark.slow
+
+
+class Page:
+    """A minimal DevTools-protocol client: one page, every event kept."""
+
+    def __init__(self, ws_url: str):
+        import websocket  # websocket-client
+
+        self.ws = websocket.create_connection(ws_url, timeout=60, suppress_origin=True)
+        self.events: list[dict] = []
+        self._id = 0
+
+    def send(self, method: str, **params) -> dict:
+        self._id += 1
+        self.ws.send(json.dumps({"id": self._id, "method": method, "params": params}))
+        while True:
+            msg = json.loads(self.ws.recv())
+            if msg.get("id") == self._id:
+                if "error" in msg:
+                    raise RuntimeError(f"{method}: {msg['error']}")
+                return msg.get("result", {})
+            self.events.append(msg)
+
+    def wait_for(self, method: str, timeout: float = 60) -> None:
+        end = time.monotonic() + timeout
+        while not any(e.get("method") == method for e in self.events):
+            if time.monotonic() > end:
+                raise TimeoutError(method)
+            self.events.append(json.loads(self.ws.recv()))
+
+    def eval(self, expr: str):
+        return self.send("Runtime.evaluate", expression=expr, returnByValue=True)["result"].get("value")
+
+
+@pytest.fixture(scope="module")
+def chromium():
+    exe = shutil.which("chromium") or shutil.which("chromium-browser")
+    if not exe:
+        pytest.fail("chromium is not installed: `make browser` (run by `make test`) installs it")
+    return exe
+
+
+def open_report(chromium: str, html: Path, name: str) -> tuple[Page, dict]:
+    """Load the file, collect console/network/dialog events, save a full-page screenshot."""
+    profile = Path(tempfile.mkdtemp(prefix="koe-chromium-"))
+    proc = subprocess.Popen([chromium, *FLAGS, f"--user-data-dir={profile}", "about:blank"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        port_file = profile / "DevToolsActivePort"
+        for _ in range(300):
+            if port_file.exists() and port_file.read_text().strip():
+                break
+            time.sleep(0.1)
+        port = int(port_file.read_text().splitlines()[0])
+        targets = json.loads(urllib.request.urlopen(f"http://127.0.0.1:{port}/json/list", timeout=10).read())
+        page = Page(next(t for t in targets if t["type"] == "page")["webSocketDebuggerUrl"])
+        for domain in ("Page", "Runtime", "Network", "Log", "DOM", "CSS"):
+            page.send(f"{domain}.enable")
+        url = html.resolve().as_uri()
+        page.events.clear()
+        page.send("Page.navigate", url=url)
+        page.wait_for("Page.loadEventFired")
+        page.eval("document.fonts.ready.then(() => true)")
+        time.sleep(0.5)  # late console messages
+        page.send("Runtime.evaluate", expression="0")
+        height = page.eval("document.documentElement.scrollHeight")
+        shot = page.send("Page.captureScreenshot", format="png", captureBeyondViewport=True,
+                         clip={"x": 0, "y": 0, "width": 1200, "height": min(height, 12000), "scale": 1})
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        (ARTIFACTS / f"{name}.png").write_bytes(base64.b64decode(shot["data"]))
+        page.proc, page.profile = proc, profile  # type: ignore[attr-defined]
+        return page, {"url": url}
+    except Exception:
+        proc.kill()
+        shutil.rmtree(profile, ignore_errors=True)
+        raise
+
+
+def close(page: Page) -> None:
+    page.ws.close()
+    page.proc.kill()  # type: ignore[attr-defined]
+    page.proc.wait()  # type: ignore[attr-defined]
+    shutil.rmtree(page.profile, ignore_errors=True)  # type: ignore[attr-defined]
+
+
+def _problems(page: Page, url: str) -> tuple[list, list, list]:
+    console = [e["params"] for e in page.events if e.get("method") == "Runtime.consoleAPICalled"
+               and e["params"]["type"] in ("error", "assert")]
+    console += [e["params"]["exceptionDetails"] for e in page.events if e.get("method") == "Runtime.exceptionThrown"]
+    console += [e["params"]["entry"] for e in page.events if e.get("method") == "Log.entryAdded"
+                and e["params"]["entry"]["level"] == "error"]
+    requests = [e["params"]["request"]["url"] for e in page.events if e.get("method") == "Network.requestWillBeSent"]
+    others = [u for u in requests if u != url and not u.startswith("data:")]
+    dialogs = [e for e in page.events if e.get("method") == "Page.javascriptDialogOpening"]
+    return console, others, dialogs
+
+
+def _fonts(page: Page, selector: str) -> list[dict]:
+    root = page.send("DOM.getDocument")["root"]["nodeId"]
+    node = page.send("DOM.querySelector", nodeId=root, selector=selector)["nodeId"]
+    text = page.send("DOM.describeNode", nodeId=node, depth=1)["node"]["children"][0]
+    return page.send("CSS.getPlatformFontsForNode", nodeId=node)["fonts"] or [text]
+
+
+@pytest.fixture(scope="module")
+def report_roots(workspace, tmp_path_factory) -> dict[str, Path]:
+    """The demo's ja report, and an en rendering of the same run with two hostile verbatims planted."""
+    en = tmp_path_factory.mktemp("report-en")
+    for rel in ("notebooks", "data/topics", "data/kpis", "reports/metrics"):
+        shutil.copytree(workspace / rel, en / rel)
+    shutil.copy(workspace / "reports/alerts.json", en / "reports/alerts.json")
+    topics_path = en / "data/topics/topics.parquet"
+    topics = pl.read_parquet(topics_path)
+    first = topics.filter(pl.col("topic") != -1).sort("size", descending=True)["topic"][0]
+    topics = topics.with_columns(pl.when(pl.col("topic") == first).then(pl.lit(PLANTED)).otherwise(pl.col("examples"))
+                                 .alias("examples"))
+    topics.write_parquet(topics_path)
+    params = yaml.safe_load((workspace / "params.yaml").read_text(encoding="utf-8"))
+    params["report"]["lang"] = "en"
+    (en / "params.yaml").write_text(yaml.safe_dump(params, allow_unicode=True, sort_keys=False), encoding="utf-8")
+    _run(["koe", "stage", "report"], en)
+    return {"ja": workspace / "reports/report.html", "en": en / "reports/report.html"}
+
+
+@pytest.mark.parametrize("lang", ["ja", "en"])
+def test_report_opens_cleanly_offline(chromium, report_roots, lang):
+    page, info = open_report(chromium, report_roots[lang], f"report-{lang}")
+    try:
+        console, others, dialogs = _problems(page, info["url"])
+        assert console == [], console
+        assert others == [], f"requests to other places: {others}"
+        assert dialogs == []
+        headings = page.eval("[...document.querySelectorAll('h2')].map(h => h.textContent)")
+        expected = {"ja": ["エグゼクティブサマリー", "主要KPI", "データ品質"], "en": ["Executive summary", "Key KPIs", "Data quality"]}
+        for h in expected[lang]:
+            assert h in headings, headings
+        assert page.eval("document.documentElement.lang") == lang
+        # the summary comes first and is visible above the fold
+        top = page.eval("document.querySelector('.koe-summary').getBoundingClientRect().top")
+        assert 0 <= top < 400
+        images = page.eval("[...document.images].map(i => [i.naturalWidth, i.alt])")
+        assert len(images) >= 2 and all(w > 0 and alt for w, alt in images), images
+    finally:
+        close(page)
+
+
+def test_japanese_glyphs_are_drawn_not_tofu(chromium, report_roots):
+    page, _ = open_report(chromium, report_roots["ja"], "report-ja-fonts")
+    try:
+        fonts = _fonts(page, ".koe-summary h2")
+        names = {f.get("familyName", "") for f in fonts}
+        glyphs = sum(f.get("glyphCount", 0) for f in fonts)
+        heading = page.eval("document.querySelector('.koe-summary h2').textContent")
+        assert glyphs >= len(heading.strip()) > 0, fonts
+        # drawn by a font that has Japanese: the embedded IPAexGothic subset or a local CJK font
+        assert any(n for n in names if "IPAex" in n or "CJK" in n or "Hiragino" in n or "Gothic" in n), names
+        # and it draws different shapes for different characters (a missing glyph is the same box every time)
+        bitmaps = page.eval("""(() => ['エ', 'ロ', '変'].map(ch => {
+            const c = document.createElement('canvas'); c.width = c.height = 48;
+            const g = c.getContext('2d'); g.font = '40px ' + getComputedStyle(document.querySelector('.koe-summary h2')).fontFamily;
+            g.fillText(ch, 2, 40); return c.toDataURL(); }))()""")
+        assert len(set(bitmaps)) == 3
+        tofu = page.eval("""(() => ['\\u{E000}', '\\u{E001}'].map(ch => {
+            const c = document.createElement('canvas'); c.width = c.height = 48;
+            const g = c.getContext('2d'); g.font = '40px ' + getComputedStyle(document.querySelector('.koe-summary h2')).fontFamily;
+            g.fillText(ch, 2, 40); return c.toDataURL(); }))()""")
+        assert not set(bitmaps) & set(tofu)
+    finally:
+        close(page)
+
+
+def test_planted_markup_in_verbatims_stays_text(chromium, report_roots, truth):
+    html = report_roots["en"].read_text(encoding="utf-8")
+    assert PLANTED[0] not in html and "&lt;script&gt;" in html
+    page, info = open_report(chromium, report_roots["en"], "report-en-planted")
+    try:
+        assert page.eval(f"typeof {PROBE}") == "undefined"  # neither the script nor the onerror ran
+        assert page.eval("document.querySelectorAll('script').length") == 0
+        body = page.eval("document.body.innerText")
+        assert PLANTED[0] in body and PLANTED[1] in body  # shown to the reader as the text customers typed
+        _, others, dialogs = _problems(page, info["url"])
+        assert others == [] and dialogs == []
+    finally:
+        close(page)
+    for lang in ("ja", "en"):
+        text = report_roots[lang].read_text(encoding="utf-8")
+        leaked = [p for p in truth["pii_strings"] if p in text]
+        assert not leaked, (lang, leaked)
