@@ -16,6 +16,7 @@ from typing import Literal
 import polars as pl
 
 from pipelines._schema import StrictModel
+from pipelines.kpis import read_alerts
 
 TEMPLATE_DIR = Path(__file__).parent / "templates"
 
@@ -121,7 +122,7 @@ def load(params: ReportParams, root: str | Path = ".") -> Context:
         assignments=pl.read_parquet(root / params.in_assignments, columns=["response_id", "source", "nps", "topic"]),
         tests=pl.read_parquet(root / params.in_kpi_tests),
         monthly=pl.read_parquet(root / params.in_kpi_monthly),
-        alerts=json.loads((root / params.in_alerts).read_text(encoding="utf-8")),
+        alerts=read_alerts(root / params.in_alerts),
     )
 
 

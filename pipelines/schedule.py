@@ -31,6 +31,7 @@ from typing import Iterator
 
 import yaml
 
+from pipelines.kpis import read_alerts
 from pipelines import io as kio
 from pipelines.params import STAGES, KoeParams, load
 
@@ -361,7 +362,7 @@ def run(root: Path, as_of: date, wait_s: float = 0.0) -> RunResult:
                 log.error("run %s FAILED in stage %s: %s", as_of_s, stage or "?", cause)
                 raise RunFailed(stage, cause, kept)
             ran = re.findall(r"Running stage '([\w-]+)'", output)
-            alerts = json.loads((ws / ws_params.kpis.out_alerts).read_text(encoding="utf-8"))
+            alerts = read_alerts(ws / ws_params.kpis.out_alerts)
             import pipelines
 
             record = {

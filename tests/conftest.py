@@ -17,7 +17,7 @@ import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
-N_RESPONSES, N_TICKETS = 1500, 600
+N_RESPONSES, N_TICKETS = 3000, 800  # large enough for the late login theme to stand out
 
 
 def _run(cmd: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedProcess:

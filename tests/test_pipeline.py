@@ -6,10 +6,8 @@ The tests never write into the project's own data/ or reports/.
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 
@@ -17,19 +15,9 @@ import polars as pl
 import pytest
 import yaml
 
-ROOT = Path(__file__).resolve().parent.parent
-BIN = Path(sys.executable).parent
-N_RESPONSES, N_TICKETS = 3000, 800
+from conftest import ROOT, _run
 
 pytestmark = pytest.mark.slow
-
-
-def _run(cmd: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", "KOE_ROOT": str(cwd)}
-    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=1200)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}")
-    return proc
 
 
 # The session fixtures (workspace, truth, report_html) live in conftest.py: the report and scheduled-run tests
