@@ -71,7 +71,7 @@ class TopicsParams(StrictModel):
     emerging_min_ratio: float = Field(3.0, gt=1)  # recent share ≥ ratio × earlier share
     emerging_min_docs: int = Field(10, ge=1)
     codebook: list[CodebookTheme] = Field(default_factory=list)  # guided (zero-shot) themes
-    codebook_min_similarity: float = Field(0.5, gt=0, lt=1)
+    codebook_min_similarity: float = Field(0.4, gt=0, lt=1)
     match_min_similarity: float = Field(0.8, gt=0, le=1)  # topic centroid cosine to keep a previous run's id
     labels: dict[int, str] = Field(default_factory=dict)  # researcher's Japanese labels by (stable) topic id
     labels_en: dict[int, str] = Field(default_factory=dict)  # … and English labels
