@@ -25,12 +25,12 @@ STOP_WORDS_JA = [
 ]
 BOILERPLATE_JA = [
     "困る", "本当", "毎回", "今回", "改善", "期待", "お願い", "願う", "思い", "御社", "弊社", "製品", "商品", "利用",
-    "使用", "購入", "感じ", "全体", "特に", "非常", "大変", "是非", "ぜひ", "気", "感", "以上", "以外", "自分", "私",
+    "使用", "購入", "感じ", "全体", "特に", "非常", "大変", "是非", "ぜひ", "気", "感", "以上", "以外", "自分", "私", "使う",
 ]
 STOP_WORDS_EN_EXTRA = [
     "really", "very", "just", "also", "would", "could", "please", "thank", "thanks", "product", "company",
     "use", "using", "used", "bought", "month", "months", "ve", "ll", "re", "don", "didn", "doesn", "couldn", "isn",
-    "wasn", "won", "aren", "haven", "can", "got", "get",  # Sudachi splits "I've", "couldn't" at the apostrophe
+    "wasn", "won", "aren", "haven", "can", "got", "get", "ok", "okay", "bit", "lot", "thing", "things", "way",  # Sudachi splits "I've", "couldn't" at the apostrophe
 ]
 
 
@@ -343,13 +343,41 @@ def examples(vectors: np.ndarray, topics: np.ndarray, texts: list[str], centroid
 _LATIN_WORD = re.compile(r"^[a-z][a-z\-]*$")
 
 
+def english_words(topics: np.ndarray, texts: list[str], langs: list[str], tokenizer, n: int) -> dict[int, list[str]]:
+    """Per topic: c-TF-IDF top words over its English verbatims only (for English labels: the mixed
+    c-TF-IDF ranks Japanese words first, and a handful of English ones would be noise)."""
+    from bertopic.vectorizers import ClassTfidfTransformer
+    from sklearn.feature_extraction.text import CountVectorizer
+
+    en = [i for i, lang in enumerate(langs) if lang == "en" and topics[i] != -1]
+    ids = sorted({int(topics[i]) for i in en})
+    if not ids:
+        return {}
+    joined = [" ".join(texts[i] for i in en if topics[i] == t) for t in ids]
+    cv = CountVectorizer(tokenizer=tokenizer, lowercase=False, token_pattern=None)
+    try:
+        counts = cv.fit_transform(joined)
+    except ValueError:  # no English word survived the stop lists
+        return {}
+    scores = ClassTfidfTransformer().fit_transform(counts).toarray()
+    vocab = cv.get_feature_names_out()
+    out = {}
+    for row, t in enumerate(ids):
+        n_docs = sum(1 for i in en if topics[i] == t)
+        order = np.argsort(-scores[row], kind="stable")
+        words = [vocab[j] for j in order if scores[row, j] > 0 and _LATIN_WORD.match(vocab[j])][:n]
+        out[t] = words if n_docs >= 3 else []  # fewer English verbatims than that: no English words to trust
+    return out
+
+
 def topic_table(model, raw_topics: np.ndarray, stable: np.ndarray, matching: pl.DataFrame, themes: dict[int, int],
-                vectors: np.ndarray, texts: list[str], params: TopicsParams) -> pl.DataFrame:
+                vectors: np.ndarray, texts: list[str], params: TopicsParams, langs: list[str] | None = None) -> pl.DataFrame:
     """One row per (stable, merged) topic: id, labels (ja, en), size, share, top words, representative verbatims."""
     total = len(stable)
     raw_of = dict(zip(matching["topic"], matching["raw"]))
     rows = []
     cents = centroids(vectors, stable)
+    english = english_words(stable, texts, langs or ["ja"] * len(texts), model.vectorizer_model.tokenizer, params.top_n_words)
     for topic in sorted(set(stable.tolist())):
         size = int((stable == topic).sum())
         if topic == -1:
@@ -364,14 +392,14 @@ def topic_table(model, raw_topics: np.ndarray, stable: np.ndarray, matching: pl.
             words += [w for w, _ in (model.get_topic(r) or []) if w and w not in words]
             ctfidf += [w for w, _ in (model.topic_representations_.get(r) or []) if w and w not in ctfidf]
         words = words[: params.top_n_words]
-        en = [w for w in words + ctfidf if _LATIN_WORD.match(w)]
-        en = list(dict.fromkeys(en))[: params.top_n_words]
+        en = english.get(topic, [])
         theme_idx = next((themes[r] for r in raws if r in themes and raw_of.get(topic) == r), None)
         if theme_idx is None:
             theme_idx = next((themes[r] for r in raws if r in themes), None)
         theme = params.codebook[theme_idx] if theme_idx is not None else None
         auto = "・".join(words[: params.label_words])
-        auto_en = ", ".join(en[: params.label_words]) or auto
+        # English label from the topic's English verbatims; Japanese words when there are too few of them.
+        auto_en = ", ".join(en[: params.label_words]) if len(en) >= min(2, params.label_words) else auto
         label = params.labels.get(topic) or (theme.name if theme else auto)
         label_en = params.labels_en.get(topic) or (theme and theme.name_en) or auto_en
         rows.append({
@@ -472,7 +500,7 @@ def run(params: TopicsParams, root: str | Path = "."):
         "verbatim_id", "response_id", "source", "period", "date_local", "persona", "channel", "product", "journey",
         "lang", "nps", "csat", "text",
     ).with_columns(pl.Series("topic", stable, dtype=pl.Int64), pl.Series("similarity", _doc_similarity(vectors, stable), dtype=pl.Float64))
-    table = topic_table(model, raw, stable, matching, themes, vectors, texts, params)
+    table = topic_table(model, raw, stable, matching, themes, vectors, texts, params, docs["lang"].to_list())
     em = emerging(assignments, params)
     table = table.join(em, on="topic", how="left")
     tok = model.vectorizer_model.tokenizer
