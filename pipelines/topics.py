@@ -245,8 +245,11 @@ def fit(docs: pl.DataFrame, vectors: np.ndarray, params: TopicsParams, embedder=
     if params.outlier_strategy != "none" and (topics == -1).any() and (topics != -1).any():
         # reduce_outliers only returns the new ids: update_topics must apply them (and needs the
         # representation again, or it silently falls back to plain c-TF-IDF).
-        new = model.reduce_outliers(texts, topics.tolist(), strategy=params.outlier_strategy,
-                                    threshold=params.outlier_threshold, embeddings=vectors)
+        new = np.asarray(model.reduce_outliers(texts, topics.tolist(), strategy=params.outlier_strategy,
+                                               threshold=params.outlier_threshold, embeddings=vectors))
+        # A codebook theme holds only verbatims close to its definition: outliers are not pushed into it.
+        new[(topics == -1) & np.isin(new, list(themes))] = -1
+        new = new.tolist()
         model.update_topics(texts, topics=new, top_n_words=params.top_n_words,
                             vectorizer_model=model.vectorizer_model, representation_model=representation_model(params))
         topics = np.asarray(new)
@@ -502,17 +505,19 @@ def run(params: TopicsParams, root: str | Path = "."):
         raise ValueError(f"only {len(docs)} verbatims to model: too few for topic modelling with n_topics={params.n_topics}")
     registry_path = root / params.out_registry
     registry = pl.read_parquet(registry_path) if registry_path.exists() else None
-    embedder = make_embedder(embedding_model_id(embeddings))
+    model_id = embedding_model_id(embeddings)
+    # The embedder is only needed to embed words or codebook themes; verbatims come from the cache.
+    embedder = make_embedder(model_id) if params.codebook or params.representation != "ctfidf" else None
     model, raw, themes = fit(docs, vectors, params, embedder)
     cents = centroids(vectors, raw)
     matching = match_topics(cents, registry, params.match_min_similarity)
     to_stable = dict(zip(matching["raw"], matching["topic"])) | {-1: -1}
-    known = set(to_stable.values())
-    for group in params.merges:
-        unknown = [t for t in group if t not in known]
-        if unknown:
-            raise ValueError(f"params.yaml topics.merges: topic ids {unknown} of group {group} are not in this run's topics")
-    stable = apply_merges(np.array([to_stable[t] for t in raw.tolist()], dtype=np.int64), params.merges)
+    # Curation that names topics this run no longer has (data moved on) is skipped and reported, not fatal:
+    # a scheduled run must not die because a topic faded.
+    known = set(to_stable.values()) - {-1}
+    stale = sorted({t for g in params.merges for t in g} - known) + sorted((set(params.labels) | set(params.labels_en)) - known)
+    merges = [kept for g in params.merges if len(kept := [t for t in g if t in known]) >= 2]
+    stable = apply_merges(np.array([to_stable[t] for t in raw.tolist()], dtype=np.int64), merges)
     texts = docs["text"].to_list()
     assignments = docs.select(
         "verbatim_id", "response_id", "source", "period", "date_local", "persona", "channel", "product", "journey",
@@ -532,6 +537,7 @@ def run(params: TopicsParams, root: str | Path = "."):
         "topic_diversity": round(topic_diversity(table), 4),
         "coherence_npmi": round(float(np.nanmean(npmi)), 4) if npmi else None,
         "new_topics": int(table["new"].sum()),
+        "stale_curation_ids": sorted(set(stale)),  # merges/labels naming topic ids this run does not have
         "emerging_topics": table.filter(pl.col("emerging"))["label"].to_list(),
     }
     model._koe_registry = registry_update(registry, matching, cents, table)

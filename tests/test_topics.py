@@ -139,7 +139,7 @@ def test_merges_use_the_first_id_and_reject_bad_groups():
 
 # --------------------------------------------------------------------------- on a small demo
 
-N_DEMO = 700
+N_DEMO = 500
 
 
 @pytest.fixture(scope="module")
@@ -149,7 +149,7 @@ def demo_ws(tmp_path_factory):
 
     ws = tmp_path_factory.mktemp("topics-ws")
     p = params.load(ROOT / "params.yaml")
-    demo.generate(p.demo.model_copy(update={"n_responses": N_DEMO, "n_tickets": 50}), ws)
+    demo.generate(p.demo.model_copy(update={"n_responses": N_DEMO, "n_tickets": 20}), ws)
     result = clean.run(p.clean, ws)
     clean.write(result, p.clean, ws)
     table, metrics = embed.run(p.embed, ws)
@@ -191,19 +191,24 @@ def test_researcher_curation_is_honoured(demo_ws, base_params, first_run):
     table = first_run[2].filter(pl.col("topic") != -1).sort("size", descending=True)
     a, b = table["topic"][0], table["topic"][1]
     curated = base_params.model_copy(update={
-        "codebook": [topics.CodebookTheme(name="ログイン不具合", name_en="Login failures",
-                                          seed_words=["ログイン", "できない", "アップデート", "login"])],
-        "merges": [[a, b]],
-        "labels": {a: "使い方と価格"},
-        "labels_en": {a: "Usage and price"},
+        "merges": [[a, b], [998, 999]], "labels": {a: "使い方と価格", 999: "消えたトピック"}, "labels_en": {a: "Usage and price"},
     })
-    _, assign, t2, *_ = topics.run(curated, demo_ws)
+    _, assign, t2, *_, metrics = topics.run(curated, demo_ws)
     rows = {r["topic"]: r for r in t2.iter_rows(named=True)}
     assert b not in rows and rows[a]["label"] == "使い方と価格" and rows[a]["label_en"] == "Usage and price"
-    assert rows[a]["size"] == int((assign["topic"] == a).sum())
-    login = [r for r in rows.values() if r["codebook"] == "ログイン不具合"]
-    assert len(login) == 1 and login[0]["label"] == "ログイン不具合" and login[0]["label_en"] == "Login failures"
-    members = assign.filter(pl.col("topic") == login[0]["topic"])["text"].to_list()
+    assert rows[a]["size"] == int((assign["topic"] == a).sum()) == int(table["size"][0] + table["size"][1])
+    assert metrics["stale_curation_ids"] == [998, 999]  # ids this run does not have: reported, not fatal
+
+
+def test_a_codebook_theme_becomes_a_named_topic(demo_ws, base_params):
+    guided = base_params.model_copy(update={
+        "codebook": [topics.CodebookTheme(name="ログイン不具合", name_en="Login failures",
+                                          seed_words=["ログイン", "できない", "アップデート", "login"])],
+    })
+    _, assign, t2, *_ = topics.run(guided, demo_ws)
+    login = t2.filter(pl.col("codebook") == "ログイン不具合")
+    assert len(login) == 1 and login["label"][0] == "ログイン不具合" and login["label_en"][0] == "Login failures"
+    members = assign.filter(pl.col("topic") == login["topic"][0])["text"].to_list()
     about_login = re.compile(r"ログイン|log ?in|sign ?in", re.I)
     assert sum(bool(about_login.search(t)) for t in members) / len(members) >= 0.8
 
