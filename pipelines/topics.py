@@ -10,7 +10,7 @@ unidic-lite also installs 249 MB. So Sudachi; fugashi is not in the lock.
 
 Choices measured on the 1,500-response demo (1,372 verbatims, 9 planted themes):
 - clustering: UMAP(30 neighbours) + HDBSCAN(min 15) + outliers reassigned by embedding similarity gives
-  NMI 0.576 / ARI 0.518 and isolates the late login theme (47 of 47 verbatims in its topic are about it);
+  NMI 0.553–0.576 / ARI 0.398–0.518 (UMAP is sensitive to float-rounding differences in the vectors) and isolates the late login theme (47 of 47 verbatims in its topic are about it);
   UMAP(15) + KMeans(12) gave NMI 0.506 / ARI 0.436 with the login theme mixed into setup (purity 0.51).
 - topic words: plain c-TF-IDF has mean NPMI coherence -0.003; re-ranking with MaximalMarginalRelevance
   -0.435 and KeyBERTInspired -0.441 (the sentence encoder favours sentiment words: 悪い in 5 of 12 topics).
