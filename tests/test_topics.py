@@ -1,11 +1,21 @@
-"""Topic stage pieces on tiny inputs: Japanese tokens, emerging topics, diversity."""
+"""Topic stage: Japanese tokens, emerging topics, metrics, identity across runs, curation, reproducibility."""
 
 from __future__ import annotations
 
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
 import polars as pl
 import pytest
 
+from pipelines import demo, topics
 from pipelines.topics import STOP_WORDS_JA, BOILERPLATE_JA, Tokenizer, TopicsParams, emerging, over_time, topic_diversity
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="module")
@@ -79,3 +89,161 @@ def test_a_whole_topic_joined_into_one_text_is_tokenised(tok):
     doc = "アプリにログインできない。" * 3
     words = tok(" ".join([doc] * 4000))  # ~156,000 characters
     assert words.count("ログイン") == 3 * 4000
+
+
+# --------------------------------------------------------------------------- small pure pieces
+
+
+def test_npmi_matches_hand_computed_values():
+    from pipelines.topics import npmi_coherence
+
+    docs = [["a", "b"], ["a", "b"], ["a", "c"], ["d"]]
+    # p(a)=3/4, p(b)=2/4, p(a,b)=2/4 → log((1/2)/(3/8)) / -log(1/2) = log(4/3)/log 2; (a,d) never co-occur → -1
+    expected_ab = float(np.log(4 / 3) / np.log(2))
+    scores = npmi_coherence([["a", "b"], ["a", "d"], ["a", "b", "d"]], docs)
+    assert scores[0] == pytest.approx(expected_ab)
+    assert scores[1] == -1.0
+    assert scores[2] == pytest.approx((expected_ab - 1 - 1) / 3)
+
+
+def _unit(v):
+    v = np.asarray(v, dtype=np.float32)
+    return v / np.linalg.norm(v)
+
+
+def test_topics_keep_their_ids_across_runs_and_unmatched_ones_are_new():
+    from pipelines.topics import match_topics
+
+    registry = pl.DataFrame(
+        {"topic": [0, 1, 5], "centroid": [_unit([1, 0, 0, 0]).tolist(), _unit([0, 1, 0, 0]).tolist(), _unit([0, 0, 1, 0]).tolist()]}
+    )
+    # This run: old topic 5 came back as raw 0, old topic 0 as raw 2 (slightly moved), raw 1 is a new direction.
+    current = {0: _unit([0, 0.1, 1, 0]), 1: _unit([0, 0, 0, 1]), 2: _unit([1, 0.2, 0, 0])}
+    m = match_topics(current, registry, min_similarity=0.8)
+    got = {r["raw"]: (r["topic"], r["new"]) for r in m.iter_rows(named=True)}
+    assert got == {0: (5, False), 1: (6, True), 2: (0, False)}  # new ids start above every id ever used
+    first = match_topics(current, None, min_similarity=0.8)
+    assert first["topic"].to_list() == [0, 1, 2] and not first["new"].any()  # first run: nothing to be new against
+
+
+def test_merges_use_the_first_id_and_reject_bad_groups():
+    from pipelines.topics import apply_merges
+
+    topics = np.array([0, 1, 2, 3, -1, 3])
+    assert apply_merges(topics, [[3, 1]]).tolist() == [0, 3, 2, 3, -1, 3]
+    with pytest.raises(ValueError, match="outliers"):
+        apply_merges(topics, [[1, -1]])
+    with pytest.raises(ValueError, match="at least two"):
+        apply_merges(topics, [[1]])
+
+
+# --------------------------------------------------------------------------- on a small demo
+
+N_DEMO = 500
+
+
+@pytest.fixture(scope="module")
+def demo_ws(tmp_path_factory):
+    """Clean + embedded small demo (the topic stage's real inputs) in a temporary workspace."""
+    from pipelines import clean, embed, params
+
+    ws = tmp_path_factory.mktemp("topics-ws")
+    p = params.load(ROOT / "params.yaml")
+    demo.generate(p.demo.model_copy(update={"n_responses": N_DEMO, "n_tickets": 20}), ws)
+    result = clean.run(p.clean, ws)
+    clean.write(result, p.clean, ws)
+    table, metrics = embed.run(p.embed, ws)
+    embed.write(table, metrics, p.embed, ws)
+    return ws
+
+
+@pytest.fixture(scope="module")
+def base_params():
+    from pipelines import params
+
+    return params.load(ROOT / "params.yaml").topics
+
+
+@pytest.fixture(scope="module")
+def first_run(demo_ws, base_params):
+    out = topics.run(base_params, demo_ws)
+    topics.write(*out, base_params, demo_ws)
+    return out
+
+
+def test_topic_words_are_clean_japanese_and_english_words(first_run):
+    table = first_run[2].filter(pl.col("topic") != -1)
+    words = [w for ws in table["words"].to_list() for w in ws]
+    assert words
+    particles = {"の", "が", "に", "て", "は", "を", "で", "と", "も", "です", "ます", "た", "ね", "よ"}
+    kana = re.compile(r"^[\u3040-\u30ff]$")
+    assert not particles & set(words)
+    assert not [w for w in words if kana.match(w)]
+    assert not [w for w in words if "-" in w and re.search(r"[\u3040-\u9fff]", w)]  # アプリ-application style glosses
+    assert not {"ve", "the", "and", "couldn", "困る", "本当"} & set(words)
+    assert all(r["label"] and r["label_en"] for r in table.iter_rows(named=True))
+    assert all(3 <= len(x) <= 5 for x in table["examples"].to_list())
+    m = first_run[5]
+    assert -1 <= m["coherence_npmi"] <= 1 and 0 < m["topic_diversity"] <= 1 and m["n_topics"] == len(table)
+
+
+def test_researcher_curation_is_honoured(demo_ws, base_params, first_run):
+    table = first_run[2].filter(pl.col("topic") != -1).sort("size", descending=True)
+    a, b = table["topic"][0], table["topic"][1]
+    curated = base_params.model_copy(update={
+        "merges": [[a, b], [998, 999]], "labels": {a: "使い方と価格", 999: "消えたトピック"}, "labels_en": {a: "Usage and price"},
+    })
+    _, assign, t2, *_, metrics = topics.run(curated, demo_ws)
+    rows = {r["topic"]: r for r in t2.iter_rows(named=True)}
+    assert b not in rows and rows[a]["label"] == "使い方と価格" and rows[a]["label_en"] == "Usage and price"
+    assert rows[a]["size"] == int((assign["topic"] == a).sum()) == int(table["size"][0] + table["size"][1])
+    assert metrics["stale_curation_ids"] == [998, 999]  # ids this run does not have: reported, not fatal
+
+
+def test_a_codebook_theme_becomes_a_named_topic(demo_ws, base_params):
+    guided = base_params.model_copy(update={
+        "codebook": [topics.CodebookTheme(name="ログイン不具合", name_en="Login failures",
+                                          seed_words=["ログイン", "できない", "アップデート", "login"])],
+    })
+    _, assign, t2, *_ = topics.run(guided, demo_ws)
+    login = t2.filter(pl.col("codebook") == "ログイン不具合")
+    assert len(login) == 1 and login["label"][0] == "ログイン不具合" and login["label_en"][0] == "Login failures"
+    members = assign.filter(pl.col("topic") == login["topic"][0])["text"].to_list()
+    about_login = re.compile(r"ログイン|log ?in|sign ?in", re.I)
+    assert sum(bool(about_login.search(t)) for t in members) / len(members) >= 0.8
+
+
+def test_ids_labels_carry_over_to_a_run_with_changed_parameters(demo_ws, base_params, first_run):
+    """The registry written by the first run maps a refit's topics back to the same ids."""
+    table = first_run[2].filter(pl.col("topic") != -1)
+    labelled = {t: f"テーマ{t}" for t in table["topic"].to_list()}
+    changed = base_params.model_copy(update={"min_cluster_size": base_params.min_cluster_size + 2, "labels": labelled})
+    _, assign, t2, *_ = topics.run(changed, demo_ws)
+    before = first_run[1].select("verbatim_id", pl.col("topic").alias("before"))
+    joined = assign.join(before, on="verbatim_id")
+    assert (joined["topic"] == joined["before"]).mean() >= 0.8  # same verbatims, same ids
+    kept = t2.filter((pl.col("topic") != -1) & ~pl.col("new"))
+    assert len(kept) >= 0.7 * len(table)
+    assert all(r["label"] == f"テーマ{r['topic']}" for r in kept.iter_rows(named=True))
+    assert t2.filter(pl.col("new"))["topic"].min() is None or t2.filter(pl.col("new"))["topic"].min() > table["topic"].max()
+
+
+_REPRO = """
+import hashlib, sys
+from pipelines import params, topics
+p = params.load(sys.argv[1]).topics.model_copy(update={"out_registry": "none/registry.parquet"})
+_, a, t, *_ = topics.run(p, sys.argv[2])
+print(hashlib.sha1(a.select("verbatim_id", "topic").write_csv().encode()).hexdigest(), "|".join(t["label"]))
+"""
+
+
+def test_same_data_params_seed_give_identical_assignments_in_two_processes(demo_ws):
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    cmd = [sys.executable, "-c", _REPRO, str(ROOT / "params.yaml"), str(demo_ws)]
+    procs = [subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    outs = []
+    for p in procs:
+        out, err = p.communicate(timeout=600)
+        assert p.returncode == 0, err[-3000:]
+        outs.append(out.strip().splitlines()[-1])
+    assert outs[0] == outs[1]
