@@ -20,29 +20,15 @@ import time
 import urllib.request
 from pathlib import Path
 
-import nbformat
 import pytest
 
 from conftest import BIN, ROOT, _run
 
-EXPLORE = sorted((ROOT / "notebooks" / "explore").glob("*.ipynb"))
 ARTIFACTS = ROOT / "tests" / "artifacts"
 NEW_LABEL = "ログイン不具合（研究者の命名）"
 
 
-# ---- fast checks on the committed notebooks ------------------------------------------------------------------
-
-@pytest.mark.parametrize("path", EXPLORE, ids=lambda p: p.name)
-def test_exploration_notebooks_are_committed_clean(path):
-    nb = nbformat.read(path, as_version=4)
-    assert nb.metadata["kernelspec"]["name"] == "koe"
-    for i, cell in enumerate(nb.cells):
-        if cell.cell_type != "code":
-            continue
-        assert not cell.outputs and cell.execution_count is None, f"{path.name} cell {i} is committed with outputs"
-        # Logic belongs in pipelines/, where it is typed and tested.
-        assert not re.search(r"^\s*(def|class)\s|\blambda\b", cell.source, re.M), f"{path.name} cell {i} defines a function"
-
+# ---- fast: the Makefile target (notebooks are checked clean and thin by tests/test_params.py) --------------
 
 def test_make_lab_runs_as_root_and_prints_its_url():
     out = subprocess.run(["make", "-n", "-o", "setup", "lab"], cwd=ROOT, capture_output=True, text=True, check=True).stdout
@@ -51,10 +37,7 @@ def test_make_lab_runs_as_root_and_prints_its_url():
 
 # ---- end to end in the session workspace ----------------------------------------------------------------------
 
-pytestmark_slow = pytest.mark.slow
-
-
-@pytestmark_slow
+@pytest.mark.slow
 def test_exploration_notebooks_pass_nbval(workspace):
     notebooks = sorted(str(p) for p in (workspace / "notebooks" / "explore").glob("*.ipynb"))
     assert notebooks
@@ -138,7 +121,7 @@ def _stop(proc: subprocess.Popen) -> None:
             proc.wait(timeout=10)
 
 
-@pytestmark_slow
+@pytest.mark.slow
 def test_a_researcher_names_a_topic_in_jupyterlab_and_the_report_shows_it(workspace, tmp_path):
     chromium = shutil.which("chromium")
     assert chromium, "Debian package chromium is missing: `make test` installs it"
