@@ -7,6 +7,7 @@ and keyboard events. The screenshot lands in tests/artifacts/ (git-ignored).
 
 from __future__ import annotations
 
+import base64
 import difflib
 import json
 import os
@@ -110,15 +111,32 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _stop(proc: subprocess.Popen) -> None:
-    """Stop a process we started, and its children, by its id (it leads its own process group)."""
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)
+def _stop(proc: subprocess.Popen, shutdown_url: str | None = None) -> None:
+    """Stop a process we started and its group, by its id (it leads its own session); the server first shuts its
+    kernels down through its API (kernels run in sessions of their own)."""
+    if shutdown_url and proc.poll() is None:
         try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=10)
+            urllib.request.urlopen(urllib.request.Request(shutdown_url, method="POST"), timeout=10).close()
+            proc.wait(timeout=30)
+        except (OSError, subprocess.TimeoutExpired):
+            pass
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            break
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            try:
+                os.killpg(proc.pid, 0)
+            except ProcessLookupError:
+                break
+            proc.poll()
+            time.sleep(0.2)
+        else:
+            continue
+        break
+    proc.wait(timeout=10)
 
 
 @pytest.mark.slow
@@ -142,7 +160,7 @@ def test_a_researcher_names_a_topic_in_jupyterlab_and_the_report_shows_it(worksp
     server = subprocess.Popen(["make", "-o", "setup", "lab"], cwd=ws, env=env, stdout=log, stderr=subprocess.STDOUT,
                               start_new_session=True)
     profile = tempfile.mkdtemp(prefix="koe-chromium-")
-    browser = None
+    browser = cdp = url = None
     started = time.monotonic()
     try:
         # `make lab` prints the URL with its token before JupyterLab starts.
@@ -180,7 +198,14 @@ def test_a_researcher_names_a_topic_in_jupyterlab_and_the_report_shows_it(worksp
         cdp.send("Emulation.setDeviceMetricsOverride", width=1400, height=1000, deviceScaleFactor=1, mobile=False)
         cdp.send("Page.navigate", url=url.replace("/lab?", "/lab/tree/notebooks/explore/topics.ipynb?"))
         cdp.wait("document.querySelectorAll('.jp-NotebookPanel .jp-CodeCell').length > 5", 120, "the notebook to open")
-        cdp.wait("document.querySelector('.jp-NotebookPanel-toolbar')?.textContent.includes('koe')", 120, "the koe kernel")
+        # The kernel is ready when the server says the notebook's koe kernel is idle with the page connected.
+        api = url.replace("/lab?", "/api/sessions?")
+        deadline = time.monotonic() + 180
+        while not any(x["path"].endswith("explore/topics.ipynb") and x["kernel"]["name"] == "koe"
+                      and x["kernel"]["execution_state"] == "idle" and x["kernel"]["connections"] >= 1
+                      for x in json.loads(urllib.request.urlopen(api, timeout=10).read())):
+            assert time.monotonic() < deadline, "the koe kernel did not become ready"
+            time.sleep(0.5)
 
         # Name the emerging topic the way a researcher would: type at the end of the first code cell.
         first_cell = "document.querySelector('.jp-NotebookPanel .jp-CodeCell .cm-content')"
@@ -191,7 +216,7 @@ def test_a_researcher_names_a_topic_in_jupyterlab_and_the_report_shows_it(worksp
 
         # Run › Run All Cells, through the menu bar.
         cdp.click("[...document.querySelectorAll('.lm-MenuBar-item')].find(e => e.textContent.trim() === 'Run')", "the Run menu")
-        cdp.click("document.querySelector(\".lm-Menu-item[data-command='notebook:run-all-cells']\")", "Run All Cells")
+        cdp.click("document.querySelector(\".lm-Menu-item[data-command='runmenu:run-all']\")", "Run All Cells")
         n_code = cdp.js("document.querySelectorAll('.jp-NotebookPanel .jp-CodeCell').length")
         cdp.wait(
             "(() => { const p = [...document.querySelectorAll('.jp-NotebookPanel .jp-CodeCell .jp-InputPrompt')]"
@@ -205,18 +230,23 @@ def test_a_researcher_names_a_topic_in_jupyterlab_and_the_report_shows_it(worksp
         plots = cdp.js("document.querySelectorAll('.jp-NotebookPanel .js-plotly-plot').length")
         ARTIFACTS.mkdir(parents=True, exist_ok=True)
         shot = cdp.send("Page.captureScreenshot", format="png")
-        import base64
-
         (ARTIFACTS / "lab-explore-topics.png").write_bytes(base64.b64decode(shot["data"]))
-        cdp.close()
         assert not errors, errors
         assert plots >= 3, f"{plots} plotly views rendered"
+    except BaseException:
+        if cdp is not None:  # what the page showed when it failed
+            ARTIFACTS.mkdir(parents=True, exist_ok=True)
+            shot = cdp.send("Page.captureScreenshot", format="png")
+            (ARTIFACTS / "lab-explore-topics.failed.png").write_bytes(base64.b64decode(shot["data"]))
+        raise
     finally:
         if browser is not None:
             _stop(browser)
-        _stop(server)
+        _stop(server, url and url.replace("/lab?", "/api/shutdown?"))
         shutil.rmtree(profile, ignore_errors=True)
     assert server.returncode is not None
+    with pytest.raises(ProcessLookupError):  # nothing of the server's process group is left
+        os.killpg(server.pid, 0)
 
     params_after = (ws / "params.yaml").read_text(encoding="utf-8")
     diff = [d for d in difflib.ndiff(params_before.splitlines(), params_after.splitlines()) if d[:1] in "+-"]
