@@ -29,9 +29,10 @@ demo: setup
 	@echo
 	@echo "report: $(CURDIR)/reports/report.html"
 
-# Chromium drives JupyterLab in tests/test_lab.py (Debian package; installed once, needs root or sudo).
+# Chromium drives JupyterLab in tests/test_lab.py; the CJK font makes its screenshots readable (Debian packages,
+# installed once, needs root or sudo).
 test: setup
-	@command -v chromium >/dev/null || { sudo=$$( [ "$$(id -u)" = 0 ] || echo sudo ); $$sudo apt-get update -q && $$sudo apt-get install -y -q chromium; } >/dev/null
+	@dpkg -s chromium fonts-noto-cjk >/dev/null 2>&1 || { sudo=$$( [ "$$(id -u)" = 0 ] || echo sudo ); $$sudo apt-get update -q && $$sudo apt-get install -y -q chromium fonts-noto-cjk; } >/dev/null
 	python -m pytest
 
 # JupyterLab on the project, on loopback, with a fresh token printed as a ready-to-open URL. LAB_PORT picks the
