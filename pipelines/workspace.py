@@ -121,9 +121,11 @@ class Workspace:
         if entry:
             recorded = next((o for o in entry.get("outs", []) if o.get("path") == rel), None)
             matches = recorded is not None and recorded.get("md5") == _md5(path)
+            # Compared as written in params.yaml, as DVC does (schema defaults are not in dvc.lock).
             used = entry.get("params", {}).get("params.yaml", {}).get(stage)
-            current = getattr(self.params, stage).model_dump(mode="json")
-            changed = _changed_keys(json.loads(json.dumps(used)), current, stage) if used is not None else None
+            current = (yaml.safe_load((self.root / "params.yaml").read_text(encoding="utf-8")) or {}).get(stage)
+            plain = lambda v: json.loads(json.dumps(v, default=str))  # YAML int keys vs JSON string keys
+            changed = _changed_keys(plain(used), plain(current), stage) if used is not None else None
         metrics_path = self.root / getattr(self.params, stage).metrics_path
         notebook = next(iter(sorted((self.root / "reports/notebooks").glob(f"[0-9]*_{stage}.ipynb"))), None)
         return RunInfo(
