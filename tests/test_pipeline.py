@@ -6,10 +6,7 @@ The tests never write into the project's own data/ or reports/.
 from __future__ import annotations
 
 import json
-import os
 import re
-import shutil
-import subprocess
 import sys
 from pathlib import Path
 
