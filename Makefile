@@ -32,12 +32,20 @@ demo: setup
 test: setup browser
 	python -m pytest
 
-# Headless Chromium for the report's browser tests (tests/test_browser.py); installed once, as root.
+# Headless Chromium drives the report and JupyterLab tests; the CJK font makes their screenshots readable.
+# Debian packages, installed once (root, or sudo).
 browser:
-	@command -v chromium >/dev/null || (apt-get update && apt-get install -y chromium)
+	@dpkg -s chromium fonts-noto-cjk >/dev/null 2>&1 || { sudo=$$( [ "$$(id -u)" = 0 ] || echo sudo ); $$sudo apt-get update -q && $$sudo apt-get install -y -q chromium fonts-noto-cjk; } >/dev/null
 
+# JupyterLab on the project, on loopback, with a fresh token printed as a ready-to-open URL. LAB_PORT picks the
+# port (default 8888, or a free one when 8888 is taken); port_retries=0 so the printed URL is the one served.
+LAB_PORT ?=
 lab: setup
-	jupyter lab --no-browser --ip 127.0.0.1 $$( [ "$$(id -u)" = 0 ] && echo --allow-root ) --notebook-dir=$(CURDIR)
+	@port=$${LAB_PORT:-$$(python -c 'import socket; taken = socket.socket().connect_ex(("127.0.0.1", 8888)) == 0; s = socket.socket(); s.bind(("127.0.0.1", 0 if taken else 8888)); print(s.getsockname()[1])')}; \
+	token=$$(python -c 'import secrets; print(secrets.token_hex(24))'); \
+	echo "JupyterLab: http://127.0.0.1:$$port/lab?token=$$token"; \
+	exec jupyter lab --no-browser --ip 127.0.0.1 --port $$port --ServerApp.port_retries=0 \
+		--IdentityProvider.token=$$token $$( [ "$$(id -u)" = 0 ] && echo --allow-root ) --notebook-dir=$(CURDIR)
 
 # Re-pin after editing requirements.in (sentence-transformers/torch are excluded on purpose).
 lock: setup
