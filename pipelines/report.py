@@ -29,6 +29,7 @@ class ReportParams(StrictModel):
     in_topics_over_time: str = "data/topics/over_time.parquet"
     in_topics_metrics: str = "reports/metrics/topics.json"
     in_assignments: str = "data/topics/assignments.parquet"
+    in_sentiment_net: str = "data/sentiment/net.parquet"
     in_kpi_tests: str = "data/kpis/tests.parquet"
     in_kpi_monthly: str = "data/kpis/monthly.parquet"
     in_alerts: str = "reports/alerts.json"
@@ -51,6 +52,7 @@ T = {
         "shift_window": "直近期間の変化（前期間との比較）", "shift_programme": "施策前後の変化",
         "period": "比較", "matrix_note": "▲改善 ▼悪化 ＝有意な変化なし ?回答数が少なく判断できない（判定は多重比較補正後）",
         "significant_detail": "有意な変化の詳細", "cmp_window": "直近", "cmp_programme": "施策前後", "few_short": "回答不足", "impact": "NPSへの影響（このトピックに触れた回答者−それ以外、95%信頼区間）",
+        "sentiment": "ネット感情（肯定%−否定%、95%信頼区間）",
         "not_sig": "補正後は有意でない", "more_rows": "ほか {n} 件はデータファイル（data/kpis/tests.parquet）を参照",
         "rows read": "読み込んだ行", "rows kept": "採用した行", "rows quarantined": "隔離した行",
         "non-answers": "無回答（「特になし」など）", "empty comments": "空のコメント", "verbatims modelled": "分析したコメント",
@@ -73,7 +75,8 @@ T = {
         "shift_window": "Latest window vs the previous one", "shift_programme": "Before vs after the programme",
         "matrix_note": "▲ improved ▼ worsened ＝ no detectable change ? too few responses to tell (verdicts after FDR control)",
         "significant_detail": "Significant shifts in detail", "cmp_window": "latest", "cmp_programme": "programme", "few_short": "too few to tell",
-        "impact": "NPS impact (respondents raising it − the others, 95% CI)", "not_sig": "not significant after correction", "more_rows": "{n} more in data/kpis/tests.parquet",
+        "impact": "NPS impact (respondents raising it − the others, 95% CI)",
+        "sentiment": "Net sentiment (% positive − % negative, 95% CI)", "not_sig": "not significant after correction", "more_rows": "{n} more in data/kpis/tests.parquet",
         "quarantined": "quarantined", "redacted": "redacted", "encoding": "encoding",
     },
 }
@@ -100,6 +103,7 @@ class Context:
     topics_over_time: pl.DataFrame
     topics_metrics: dict
     assignments: pl.DataFrame
+    sentiment_net: pl.DataFrame
     tests: pl.DataFrame
     monthly: pl.DataFrame
     alerts: list
@@ -120,6 +124,7 @@ def load(params: ReportParams, root: str | Path = ".") -> Context:
         topics_over_time=pl.read_parquet(root / params.in_topics_over_time),
         topics_metrics=json.loads((root / params.in_topics_metrics).read_text(encoding="utf-8")),
         assignments=pl.read_parquet(root / params.in_assignments, columns=["response_id", "source", "nps", "topic"]),
+        sentiment_net=pl.read_parquet(root / params.in_sentiment_net),
         tests=pl.read_parquet(root / params.in_kpi_tests),
         monthly=pl.read_parquet(root / params.in_kpi_monthly),
         alerts=read_alerts(root / params.in_alerts),
@@ -370,9 +375,31 @@ def topic_impact(assignments: pl.DataFrame, alpha: float = 0.05, q: float = 0.05
     return frame.with_columns(pl.Series("impact_p_adj", p_adj, dtype=pl.Float64), pl.Series("impact_significant", sig, dtype=pl.Boolean))
 
 
+def topic_sentiment(net: pl.DataFrame) -> pl.DataFrame:
+    """Per-topic net sentiment of the survey verbatims, from the sentiment stage's long table."""
+    return net.filter((pl.col("source") == "survey") & (pl.col("level") == "topic")).select(
+        pl.col("value").cast(pl.Int64).alias("topic"),
+        pl.col("net_sentiment").alias("sent_net"), pl.col("ci_low").alias("sent_low"),
+        pl.col("ci_high").alias("sent_high"), pl.col("enough").alias("sent_enough"),
+    )
+
+
+def _sentiment_cell(ctx: Context, r: dict) -> str:
+    if r.get("sent_net") is None:
+        return "–"
+    if not r["sent_enough"]:
+        return f"<small>{e(ctx.t('too few responses to tell'))}</small>"
+    return f"<b>{_signed(r['sent_net'], 0)}</b><br><small>{_fmt(r['sent_low'], 0)}…{_fmt(r['sent_high'], 0)}</small>"
+
+
 def topics_html(ctx: Context) -> str:
     impact = topic_impact(ctx.assignments)
-    rows = ctx.topics.filter(pl.col("topic") != -1).join(impact, on="topic", how="left").sort("size", descending=True)
+    rows = (
+        ctx.topics.filter(pl.col("topic") != -1)
+        .join(impact, on="topic", how="left")
+        .join(topic_sentiment(ctx.sentiment_net), on="topic", how="left")
+        .sort("size", descending=True)
+    )
     body = []
     for r in rows.iter_rows(named=True):
         if r.get("nps_impact") is None:
@@ -385,9 +412,9 @@ def topics_html(ctx: Context) -> str:
         examples = "".join(f"<li>{e(x)}</li>" for x in (r["examples"] or [])[: ctx.params.max_examples])
         body.append(
             f"<tr><td><b>{e(r['label'])}</b>{badge}</td><td>{r['size']:,}</td><td>{r['share']:.1%}</td>"
-            f"<td>{r['share_recent']:.1%}</td><td>{effect}</td><td>{e('、'.join(r['words'][:6]))}</td><td><ul class='koe-examples'>{examples}</ul></td></tr>"
+            f"<td>{r['share_recent']:.1%}</td><td>{effect}</td><td>{_sentiment_cell(ctx, r)}</td><td>{e('、'.join(r['words'][:6]))}</td><td><ul class='koe-examples'>{examples}</ul></td></tr>"
         )
-    head = "".join(f"<th>{e(ctx.t(k))}</th>" for k in ("label", "size", "share", "trend", "impact", "words", "examples"))
+    head = "".join(f"<th>{e(ctx.t(k))}</th>" for k in ("label", "size", "share", "trend", "impact", "sentiment", "words", "examples"))
     return f'<section><h2>{e(ctx.t("topics"))}</h2><table class="koe-table"><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table></section>'
 
 

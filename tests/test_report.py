@@ -41,10 +41,14 @@ def ctx_factory():
     clean = {"rows_in": 10, "rows_kept": 8, "rows_quarantined": 2, "non_answers": 1, "empty_texts": 0, "verbatims_ok": 7,
              "quarantined_by_reason": {"duplicate": 2}, "redactions": {"EMAIL": 1}, "files": [{"file": "a.csv", "encoding": "cp932"}]}
 
+    # per-topic net sentiment as the sentiment stage writes it; topic 1 has too few verbatims to tell
+    sentiment = pl.DataFrame({"source": "survey", "level": "topic", "value": ["0", "1", "2"], "net_sentiment": [35.0, 5.0, -80.0],
+                              "ci_low": [20.0, -30.0, -90.0], "ci_high": [50.0, 40.0, -65.0], "enough": [True, False, True]})
+
     def make(lang: str) -> report.Context:
         return report.Context(params=report.ReportParams(lang=lang), clean_metrics=clean, topics=topics,
                               topics_over_time=pl.DataFrame(), topics_metrics={}, assignments=assignments, tests=tests,
-                              monthly=pl.DataFrame(), alerts=[{"kpi": "nps", "segment_col": "all", "segment_value": "all", "diff": -22.1}])
+                              sentiment_net=sentiment, monthly=pl.DataFrame(), alerts=[{"kpi": "nps", "segment_col": "all", "segment_value": "all", "diff": -22.1}])
     return make
 
 
@@ -97,3 +101,10 @@ def test_font_subset_covers_the_page_text():
     css = report.embedded_font_css("<h2>エグゼクティブサマリー</h2>")
     assert css.startswith("<style") and "data:font/woff;base64," in css and len(css) < 60_000
     assert report.embedded_font_css("ascii only") == ""
+
+
+def test_topics_show_net_sentiment_or_say_too_few(ctx_factory):
+    html_ja = report.topics_html(ctx_factory("ja"))
+    assert "ネット感情" in html_ja and "<b>-80</b><br><small>-90…-65</small>" in html_ja and "<b>+35</b>" in html_ja
+    assert "回答数が少なく判断できない" in html_ja  # topic 1: below min_n
+    assert "Net sentiment" in report.topics_html(ctx_factory("en"))
