@@ -153,16 +153,20 @@ def merge_topics(groups: list[list[int]], path: str | Path | None = None) -> lis
     return clean
 
 
-def seed_topics(seeds: list[list[str]], path: str | Path | None = None) -> list[list[str]]:
-    """Record seed word lists (guided topic modelling) under topics.seed_topics.
+def seed_topics(themes: dict[str, list[str]], path: str | Path | None = None, names_en: dict[str, str] | None = None) -> list[dict]:
+    """Record guided themes (name → seed words) as the topics stage's codebook (``topics.codebook``).
 
-    The schema decides whether the topics stage accepts them: until TopicsParams declares ``seed_topics``
-    this raises ParamsError and leaves the file untouched.
+    The next ``dvc repro`` assigns verbatims close to a theme to it (zero-shot); see TopicsParams.codebook.
     """
     path = _params_path(path)
-    clean = [[w.strip() for w in words if w and w.strip()] for words in seeds]
-    update({"topics.seed_topics": clean}, path)
-    return clean
+    codebook = []
+    for name, words in themes.items():
+        seed = [w.strip() for w in words if w and w.strip()]
+        if not name.strip() or not seed:
+            raise ParamsError(f"{path}: a seed topic needs a name and at least one seed word (got {name!r}: {words!r})")
+        codebook.append({"name": name.strip(), "name_en": (names_en or {}).get(name, ""), "seed_words": seed})
+    update({"topics.codebook": codebook}, path)
+    return codebook
 
 
 def _current(path: Path) -> KoeParams:

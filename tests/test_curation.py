@@ -38,7 +38,7 @@ def test_a_label_changes_only_that_key_and_keeps_every_comment(params_copy):
     assert written == {3: "ログイン不具合"}
     diff = _changed(before, after)
     assert len(diff) == 2, diff
-    assert diff[0] == "-   labels: {}               # researcher's labels by topic id, e.g. {3: ログイン不具合}"
+    assert diff[0] == "-   labels: {}               # researcher's Japanese labels by topic id, e.g. {3: ログイン不具合}"
     assert re.fullmatch(r"\+   labels: \{3: ログイン不具合\} {2,}# researcher's labels by topic id, e\.g\. \{3: ログイン不具合\}", diff[1]), diff
     assert _comments(after) == _comments(before)
     # The pipeline reads what was written, and nothing else moved.
@@ -71,8 +71,8 @@ def test_an_invalid_change_is_refused_and_the_file_left_untouched(params_copy):
     before = params_copy.read_bytes()
     with pytest.raises(ParamsError, match=r"topics\.n_topics"):
         curation.update({"topics.n_topics": "twelve"}, params_copy)
-    with pytest.raises(ParamsError, match=r"topics\.seed_topics: Extra inputs are not permitted"):
-        curation.seed_topics([["ログイン", "パスワード"]], params_copy)  # until the topics stage declares seed topics
+    with pytest.raises(ParamsError, match="at least one seed word"):
+        curation.seed_topics({"ログイン不具合": [" "]}, params_copy)
     with pytest.raises(ParamsError, match="no section 'nosuch'"):
         curation.update({"nosuch.key": 1}, params_copy)
     assert params_copy.read_bytes() == before
@@ -99,3 +99,13 @@ def test_block_style_values_and_new_keys(tmp_path):
     assert out == text.replace("  n_topics: 12\n", "  n_topics: 12\n  seed_topics: [[ログイン, パスワード]]\n")
     out = curation.splice("a:\n  b: null   # why\n", ("a", "b"), "2026-09-01")
     assert out == "a:\n  b: '2026-09-01'  # why\n"  # comment kept, two spaces before it
+
+
+def test_seed_topics_become_the_topics_codebook(params_copy):
+    before = params_copy.read_text(encoding="utf-8")
+    book = curation.seed_topics({"ログイン不具合": ["ログイン", "パスワード"]}, params_copy, names_en={"ログイン不具合": "Login failures"})
+    assert book == [{"name": "ログイン不具合", "name_en": "Login failures", "seed_words": ["ログイン", "パスワード"]}]
+    params = load(params_copy)
+    assert params.topics.codebook[0].seed_words == ["ログイン", "パスワード"]
+    diff = _changed(before, params_copy.read_text(encoding="utf-8"))
+    assert len(diff) == 2 and diff[0].startswith("-   codebook: []") and "# guided themes" in diff[1]
