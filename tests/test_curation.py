@@ -39,7 +39,7 @@ def test_a_label_changes_only_that_key_and_keeps_every_comment(params_copy):
     diff = _changed(before, after)
     assert len(diff) == 2, diff
     assert diff[0] == "-   labels: {}               # researcher's Japanese labels by topic id, e.g. {3: ログイン不具合}"
-    assert re.fullmatch(r"\+   labels: \{3: ログイン不具合\} {2,}# researcher's labels by topic id, e\.g\. \{3: ログイン不具合\}", diff[1]), diff
+    assert re.fullmatch(r"\+   labels: \{3: ログイン不具合\} {2,}# researcher's Japanese labels by topic id, e\.g\. \{3: ログイン不具合\}", diff[1]), diff
     assert _comments(after) == _comments(before)
     # The pipeline reads what was written, and nothing else moved.
     old, new = yaml.safe_load(before), yaml.safe_load(after)
