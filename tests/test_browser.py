@@ -135,7 +135,7 @@ def _fonts(page: Page, selector: str) -> list[dict]:
 def report_roots(workspace, tmp_path_factory) -> dict[str, Path]:
     """The demo's ja report, and an en rendering of the same run with two hostile verbatims planted."""
     en = tmp_path_factory.mktemp("report-en")
-    for rel in ("notebooks", "data/topics", "data/kpis", "reports/metrics"):
+    for rel in ("notebooks", "data/topics", "data/kpis", "data/sentiment", "reports/metrics"):
         shutil.copytree(workspace / rel, en / rel)
     shutil.copy(workspace / "reports/alerts.json", en / "reports/alerts.json")
     topics_path = en / "data/topics/topics.parquet"

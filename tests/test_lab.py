@@ -253,7 +253,7 @@ def test_a_researcher_names_a_topic_in_jupyterlab_and_the_report_shows_it(worksp
     assert len(diff) == 2 and all(d[2:].strip().startswith("labels:") for d in diff), diff
     assert f"{target}: {NEW_LABEL}" in params_after
     proc = _run(["dvc", "repro"], ws)
-    assert set(re.findall(r"Running stage '(\w+)'", proc.stdout)) == {"topics", "report"}, proc.stdout
+    assert set(re.findall(r"Running stage '(\w+)'", proc.stdout)) == {"topics", "kpis", "report"}, proc.stdout  # kpis reads topic labels (drivers); sentiment: same assignments
     report = (ws / "reports/report.html").read_text(encoding="utf-8")
     assert f"新しいテーマ「{NEW_LABEL}」" in report, "the report does not name the emerging topic with the new label"
     assert old_label not in pl.read_parquet(ws / "data/topics/topics.parquet")["label"].to_list()

@@ -14,6 +14,7 @@ import yaml
 
 from conftest import BIN, ROOT, _run
 from pipelines import schedule
+from pipelines.kpis import read_alerts
 from pipelines.params import load
 
 AS_OF = "2026-11-01"  # the demo's data end in October 2026
@@ -40,7 +41,7 @@ def test_run_publishes_the_window_and_the_index(workspace, first_run):
     notebooks = [f"notebooks/{n}.ipynb" for n in ("01_clean", "02_embed", "03_topics", "04_kpis", "05_report")]
     for rel in ("report.html", "alerts.json", "run.json", "run.log", "metrics/kpis.json", "metrics/clean.json", *notebooks):
         assert (run_dir / rel).is_file(), rel
-    alerts = json.loads((run_dir / "alerts.json").read_text(encoding="utf-8"))
+    alerts = read_alerts(run_dir / "alerts.json")
     assert proc.returncode == (schedule.EXIT_ALERTS if alerts else schedule.EXIT_OK)
     record = json.loads((run_dir / "run.json").read_text(encoding="utf-8"))
     assert record["as_of"] == AS_OF and record["alerts"] == len(alerts)
