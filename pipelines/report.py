@@ -83,9 +83,11 @@ T = {
 
 KPI_NAMES = {
     "ja": {"nps": "NPS", "csat_mean": "CSAT平均", "csat_top2": "CSAT上位2box", "ticket_volume": "問い合わせ件数",
-           "first_response_h": "初回応答時間（時間）", "resolution_h": "解決時間（時間）"},
+           "first_response_h": "初回応答時間（時間）", "resolution_h": "解決時間（時間）", "churn_rate": "離反率（%）",
+           "repeat_rate": "リピート率（%）", "ces_mean": "CES平均", "ces_top2": "CES上位2box"},
     "en": {"nps": "NPS", "csat_mean": "CSAT mean", "csat_top2": "CSAT top-2-box", "ticket_volume": "Ticket volume",
-           "first_response_h": "First response time (h)", "resolution_h": "Resolution time (h)"},
+           "first_response_h": "First response time (h)", "resolution_h": "Resolution time (h)", "churn_rate": "Churn rate (%)",
+           "repeat_rate": "Repeat rate (%)", "ces_mean": "CES mean", "ces_top2": "CES top-2-box"},
 }
 
 # Colour-blind-safe (Okabe–Ito) colours for verdicts.
