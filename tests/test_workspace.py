@@ -85,9 +85,9 @@ def test_documents_and_views_line_up_with_the_pipeline(ws):
     assert over["Frequency"].sum() == len(docs)
 
 
-@pytest.mark.xfail(reason="known defect: after a params.yaml merge (the curation test merges two topics in the shared "
-                   "workspace) the saved model's topic ids no longer line up with the topic table's, so transform() "
-                   "places new text under the wrong id; passes on an unmerged workspace", strict=False)
+@pytest.mark.xfail(reason="known defect: on the 3,000-response test demo the saved model's transform() places a "
+                   "login sentence under another topic id than the table's login topic (seen with and without merges; "
+                   "model ids vs the identity registry, or the outlier-reassignment path)", strict=False)
 def test_the_saved_model_loads_labelled_and_places_new_text(ws):
     model = ws.model()
     topics = ws.load("topics")
