@@ -6,7 +6,6 @@ import argparse
 import logging
 import sys
 from datetime import date
-from pathlib import Path
 
 from pipelines.paths import project_root
 
