@@ -1170,6 +1170,30 @@ def newey_west_lags(n_obs: int) -> int:
     return int(math.floor(4 * (n_obs / 100) ** (2 / 9)))
 
 
+@lru_cache(maxsize=256)
+def its_mde_multiplier(df: int, alpha: float = 0.05, power: float = 0.8, grid: int = 400) -> float:
+    """k such that a shift of k × (estimated SE) is found with probability ``power`` on average.
+
+    The t-test's power at shift δ is the noncentral-t tail P(T(df, δ/σ) > t_{1−α/2}). The reported
+    MDE plugs in an estimated SE, σ·sqrt(χ²_df/df), which on a 12-month series (df = 8) is often
+    too small: the textbook k = t_{1−α/2} + t_power gives power ≈ 0.75 on average at the reported
+    MDE. Here k is solved so that the power averaged over the SE's sampling distribution (a
+    quantile grid of χ²_df) equals ``power``; for large df it equals the textbook value.
+    """
+    scale = np.sqrt(stats.chi2.ppf((np.arange(grid) + 0.5) / grid, df) / df)
+    crit = float(stats.t.ppf(1 - alpha / 2, df))
+    # The opposite tail is below 1e-4 at these shifts; nct.cdf there returns NaN for large shifts.
+    def shortfall(k: float) -> float:
+        return float(np.mean(stats.nct.sf(crit, df, k * scale))) - power
+
+    upper = 4.0
+    while shortfall(upper) < 0:  # heavy χ² tails at tiny df: widen until the root is bracketed
+        upper *= 2
+        if upper > 1e6:
+            return math.inf
+    return float(optimize.brentq(shortfall, 0.0, upper))
+
+
 def _month_index(period: str) -> int:
     year, month = period.split("-")
     return int(year) * 12 + int(month) - 1
@@ -1217,7 +1241,7 @@ def its_segmented(
     df = len(y) - X.shape[1]
     if df < 1:
         raise ValueError(f"{len(y)} months: too few for a segmented regression (4 parameters)")
-    crit = float(stats.t.ppf(1 - alpha / 2, df) + stats.t.ppf(power, df))
+    crit = its_mde_multiplier(df, alpha, power)
     if count:
         days = np.array([calendar.monthrange(i // 12, i % 12 + 1)[1] for i in idx], dtype=float)
         model = sm.GLM(y, X, family=sm.families.Poisson(), offset=np.log(days))

@@ -176,35 +176,32 @@ def test_bh_false_discovery_proportion_below_q():
     assert np.mean(powers) > 0.5  # the procedure does find real shifts
 
 
-def test_planted_shift_of_reported_mde_is_found_about_80_percent():
-    # For each test family: read the MDE reported at n = 200 per period, plant a shift of
-    # exactly that size, and count unadjusted rejections at alpha over 400 runs.
+def test_planted_shift_of_reported_mde_is_found_80_percent_of_the_time():
+    # As a user would: compare two periods with no shift, read the MDE the report gives, then
+    # plant a shift of exactly that size in fresh data and test it. Each replication reads its
+    # own MDE, so the noise of estimating it is part of the figure. n = 200 per period.
     rng = np.random.default_rng(99)
-    reps, alpha = 400, 0.05
-
-    pilot = kpis.compare_nps(_draw_nps(rng, 200, 0.4, 0.3), _draw_nps(rng, 200, 0.4, 0.3))
-    step = pilot.mde / 200  # move half the MDE from detractors to promoters (NPS rises by mde)
-    nps_hits = sum(
-        kpis.compare_nps(_draw_nps(rng, 200, 0.4, 0.3), _draw_nps(rng, 200, 0.4 + step, 0.3 - step)).p_value < alpha
-        for _ in range(reps)
-    )
-
-    pilot = kpis.compare_proportions(120, 200, 120, 200)
-    shifted = 0.6 - pilot.mde / 100  # the MDE is reported towards 0.5
-    prop_hits = 0
+    reps, alpha = 1000, 0.05
+    nps_hits = prop_hits = mean_hits = 0
     for _ in range(reps):
-        k_a, k_b = rng.binomial(200, 0.6), rng.binomial(200, shifted)
+        mde = kpis.compare_nps(_draw_nps(rng, 200, 0.4, 0.3), _draw_nps(rng, 200, 0.4, 0.3)).mde
+        step = mde / 200  # move half the MDE from detractors to promoters: NPS rises by the MDE
+        shifted = kpis.compare_nps(_draw_nps(rng, 200, 0.4, 0.3), _draw_nps(rng, 200, 0.4 + step, 0.3 - step))
+        nps_hits += shifted.p_value < alpha
+
+        k_a, k_b = rng.binomial(200, 0.6, 2)
+        mde = kpis.compare_proportions(k_a, 200, k_b, 200).mde  # reported towards 0.5
+        k_a, k_b = rng.binomial(200, 0.6), rng.binomial(200, 0.6 - mde / 100)
         prop_hits += kpis.compare_proportions(k_a, 200, k_b, 200).p_value < alpha
 
-    pilot = kpis.compare_means(rng.normal(3.8, 0.9, 200), rng.normal(3.8, 0.9, 200))
-    mean_hits = sum(
-        kpis.compare_means(rng.normal(3.8, 0.9, 200), rng.normal(3.8 + pilot.mde, 0.9, 200)).p_value < alpha
-        for _ in range(reps)
-    )
-    print(f"power at reported MDE: nps {nps_hits / reps:.3f}, top2 {prop_hits / reps:.3f}, mean {mean_hits / reps:.3f}")
-    # Each should be ~0.8 (binomial SE 0.02 over 400 runs).
-    for hits in (nps_hits, prop_hits, mean_hits):
-        assert 0.72 <= hits / reps <= 0.90
+        mde = kpis.compare_means(rng.normal(3.8, 0.9, 200), rng.normal(3.8, 0.9, 200)).mde
+        mean_hits += kpis.compare_means(rng.normal(3.8, 0.9, 200), rng.normal(3.8 + mde, 0.9, 200)).p_value < alpha
+    power = {"nps": nps_hits / reps, "top2": prop_hits / reps, "csat_mean": mean_hits / reps}
+    print("power at the reported MDE:", {k: round(v, 3) for k, v in power.items()})
+    # Target 0.80; the binomial SE over 1,000 runs is 0.013, so 0.77 is 2.4 SE below it.
+    # The upper bound catches an MDE so conservative that it over-promises "too few to tell".
+    for value in power.values():
+        assert 0.77 <= value <= 0.86
 
 
 # ---------------------------------------------------------------------------------------------
@@ -497,23 +494,30 @@ def test_its_false_positive_rate_is_controlled_on_short_series():
     assert rate <= 0.07  # binomial SE ≈ 0.009
 
 
-def test_its_level_change_of_reported_mde_is_found_about_80_percent():
-    # Read the level MDE reported for a no-change series, plant a level change of that size
-    # in fresh series, and count rejections at alpha.
+def test_its_level_change_of_reported_mde_is_found_80_percent_of_the_time():
+    # Per replication: read the level MDE reported for a no-change 12-month series, plant a
+    # level change of that size in a fresh series, and test it at alpha. With 8 residual df
+    # the estimated SE is noisy; its_mde_multiplier accounts for that (the textbook
+    # t_{1−α/2} + t_power multiplier gave 0.76 here).
     rng = np.random.default_rng(8)
     n = np.full(12, 30)
 
     def series(shift: float) -> list[float]:
         return [rng.normal(3.7 + (shift if i >= 6 else 0.0), 1.0, k).mean() for i, k in enumerate(n)]
 
-    mdes = [kpis.its_segmented(MONTHS, series(0.0), "2026-05", weights=n)[0].mde for _ in range(100)]
-    mde = float(np.mean(mdes))
-    reps = 400
-    hits = sum(kpis.its_segmented(MONTHS, series(mde), "2026-05", weights=n)[0].p_value < 0.05 for _ in range(reps))
-    print(f"ITS power at the reported level MDE ({mde:.3f}): {hits / reps:.3f}")
-    # With 12 points (8 residual df) the MDE plugs in an estimated standard error, so power at
-    # the reported MDE runs a little under 0.8 (≈ 0.75 measured); long series approach 0.8.
-    assert 0.68 <= hits / reps <= 0.92
+    reps, hits, mdes = 2000, 0, []
+    for _ in range(reps):
+        mde = kpis.its_segmented(MONTHS, series(0.0), "2026-05", weights=n)[0].mde
+        mdes.append(mde)
+        hits += kpis.its_segmented(MONTHS, series(mde), "2026-05", weights=n)[0].p_value < 0.05
+    print(f"ITS power at the reported level MDE (mean MDE {np.mean(mdes):.3f}): {hits / reps:.3f}")
+    assert 0.77 <= hits / reps <= 0.86  # binomial SE 0.009
+
+
+def test_its_mde_multiplier_reaches_the_textbook_value_for_long_series():
+    textbook = lambda df: float(stats.t.ppf(0.975, df) + stats.t.ppf(0.8, df))  # noqa: E731
+    assert kpis.its_mde_multiplier(10_000) == pytest.approx(textbook(10_000), rel=2e-3)
+    assert kpis.its_mde_multiplier(8) > textbook(8) * 1.05  # the estimated SE costs power on short series
 
 
 def test_newey_west_lag_rule():
