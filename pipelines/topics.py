@@ -253,7 +253,18 @@ def fit(docs: pl.DataFrame, vectors: np.ndarray, params: TopicsParams, embedder=
         model.update_topics(texts, topics=new, top_n_words=params.top_n_words,
                             vectorizer_model=model.vectorizer_model, representation_model=representation_model(params))
         topics = np.asarray(new)
+    set_topic_embeddings(model, vectors, topics)
     return model, topics, themes
+
+
+def set_topic_embeddings(model, vectors: np.ndarray, topics: np.ndarray) -> None:
+    """Topic embeddings = mean verbatim embedding per topic (BERTopic's own definition), one row per id in order.
+
+    bertopic 0.17.4's update_topics keeps the stale outlier row when outlier reduction empties topic -1
+    (it refreshes topics_ before comparing against them; upstream #1809), so transform() was off by one.
+    """
+    ids = sorted(set(topics.tolist()))
+    model.topic_embeddings_ = np.stack([vectors[topics == t].mean(axis=0) for t in ids])
 
 
 def centroids(vectors: np.ndarray, topics: np.ndarray) -> dict[int, np.ndarray]:

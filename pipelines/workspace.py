@@ -159,19 +159,45 @@ class Workspace:
     def model(self, with_embedder: bool = True):
         """The pipeline's BERTopic model (saved without UMAP/clusterer), labelled as in the topics table.
 
-        With ``with_embedder`` the project's embedder is attached so ``transform`` works on new text.
+        The model speaks its own topic ids, which differ from the table's stable ids once topics are
+        matched to an earlier run or merged (the table's ``raw_topics`` lists each topic's model ids).
+        ``place`` gives the table's ids for new text. With ``with_embedder`` the project's embedder is
+        attached so ``transform`` works on new text.
         """
         from bertopic import BERTopic
 
-        embedder = None
-        if with_embedder:
-            from pipelines.embed import Embedder
-
-            e = self.params.embed
-            embedder = Embedder(e.backend, e.model, e.threads)
-        model = BERTopic.load(str(self.root / self.params.topics.model_dir), embedding_model=embedder)
-        model.set_topic_labels(self.labels())
+        model = BERTopic.load(str(self.root / self.params.topics.model_dir), embedding_model=self._embedder() if with_embedder else None)
+        labels = self.labels()
+        model.set_topic_labels({raw: labels[topic] for raw, topic in self._model_to_table().items() if topic in labels})
         return model
+
+    def place(self, texts: list[str]) -> pl.DataFrame:
+        """New verbatims → the topics table's ids and labels, as the pipeline would assign them.
+
+        Each text goes to the topic whose mean embedding is closest (cosine), the rule the pipeline
+        uses for outliers and for verbatims beyond a fitted sample. Texts should be cleaned first
+        (``pipelines.clean``): the model never saw personal data and should not now.
+        """
+        model = self.model()
+        predicted, similarity = model.transform(list(texts))
+        to_table = self._model_to_table()
+        ids = [to_table.get(int(p), -1) for p in predicted]
+        labels = self.labels()
+        return pl.DataFrame(
+            {"text": list(texts), "topic": ids, "label": [labels.get(t, "外れ値") for t in ids],
+             "similarity": np.asarray(similarity, dtype=float)},
+            schema={"text": pl.String, "topic": pl.Int64, "label": pl.String, "similarity": pl.Float64},
+        )
+
+    def _model_to_table(self) -> dict[int, int]:
+        t = self.load("topics").select("topic", "raw_topics").explode("raw_topics").drop_nulls()
+        return {-1: -1} | dict(zip(t["raw_topics"].to_list(), t["topic"].to_list()))
+
+    def _embedder(self):
+        from pipelines.embed import Embedder
+
+        e = self.params.embed
+        return Embedder(e.backend, e.model, e.threads)
 
     def documents(self) -> tuple[pl.DataFrame, np.ndarray]:
         """The modelled verbatims in the pipeline's order with their cached embeddings (no re-embedding)."""
