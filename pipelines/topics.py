@@ -76,6 +76,9 @@ class TopicsParams(StrictModel):
     clusterer: Literal["kmeans", "hdbscan"] = "hdbscan"
     n_topics: int = Field(12, ge=2)  # kmeans only
     min_cluster_size: int = Field(15, ge=2)  # hdbscan only
+    min_topic_share: float = Field(0.01, ge=0, lt=0.5)  # hdbscan: smallest topic as a share of the fitted verbatims
+    fit_max_verbatims: int = Field(20_000, ge=100)  # above this, fit on a stratified sample and assign the rest
+    umap_cache: str = "data/topics/umap_cache.parquet"  # reduced vectors of the last fit (DVC persist)
     outlier_strategy: Literal["none", "embeddings", "c-tf-idf", "distributions"] = "embeddings"
     outlier_threshold: float = Field(0.0, ge=0)  # reduce_outliers: minimum similarity to move a verbatim
     representation: Literal["ctfidf", "mmr", "keybert"] = "ctfidf"  # how top words are re-ranked
@@ -159,23 +162,103 @@ class Tokenizer:
         self.__init__(state["stop"])
 
 
-def build_model(params: TopicsParams, embedder=None):
+def min_cluster_size(params: TopicsParams, n_fit: int) -> int:
+    """HDBSCAN's smallest topic: the larger of the fixed floor and the share of the verbatims fitted.
+
+    A fixed size that suits 3,000 verbatims splits 90,000 into ~1,900 topics (measured); a share keeps
+    the number of topics readable at any scale.
+    """
+    return max(params.min_cluster_size, int(np.ceil(params.min_topic_share * n_fit)))
+
+
+class CachedUMAP:
+    """UMAP whose outputs are kept on disk, keyed by a fingerprint of their input and UMAP's settings.
+
+    UMAP is the slowest step of a fit and is seeded, so a re-run that changes only clustering or
+    representation parameters reads the same reduced vectors instead of recomputing them. The file
+    holds this run's fit and any transform BERTopic asked for (zero-shot themes transform a subset);
+    a transform not in it refits UMAP on the same input first, which gives what a cold run gives.
+    """
+
+    def __init__(self, umap, path: Path | None):
+        self.umap, self.path = umap, path
+        self.cache_hit = False
+        self._entries: dict[str, np.ndarray] = {}
+        self._fit_x: np.ndarray | None = None
+        self._fitted = False
+
+    def _key(self, x: np.ndarray, role: str) -> str:
+        import hashlib
+
+        settings = repr(sorted((k, repr(v)) for k, v in self.umap.get_params().items()))
+        data = np.ascontiguousarray(x, dtype=np.float32).tobytes()
+        return hashlib.sha256(data + f"{role}|{settings}".encode()).hexdigest()
+
+    def _stored(self) -> dict[str, np.ndarray]:
+        if self.path is None or not self.path.is_file():
+            return {}
+        frame = pl.read_parquet(self.path)
+        return {k[0]: g.drop("key").to_numpy().astype(np.float32) for k, g in frame.group_by("key", maintain_order=True)}
+
+    def _save(self) -> None:
+        from pipelines import io as kio
+
+        if self.path is None:
+            return
+        frames = [
+            pl.DataFrame(np.asarray(v, dtype=np.float32), schema=[f"x{i}" for i in range(v.shape[1])]).with_columns(pl.lit(k).alias("key"))
+            for k, v in self._entries.items()
+        ]
+        kio.write_parquet(pl.concat(frames), self.path)
+
+    def fit_transform(self, x: np.ndarray, y=None) -> np.ndarray:
+        key = self._key(x, "fit")
+        self._fit_x = x
+        stored = self._stored()
+        if key in stored and y is None:
+            self.cache_hit, self._entries = True, {key: stored[key]}
+            return stored[key]
+        reduced = np.asarray(self.umap.fit_transform(x, y=y), dtype=np.float32)
+        self._fitted, self._entries = True, {key: reduced}
+        self._save()
+        return reduced
+
+    def fit(self, x: np.ndarray, y=None):
+        self.fit_transform(x, y)
+        return self
+
+    def transform(self, x: np.ndarray) -> np.ndarray:
+        key = self._key(x, "transform")
+        if key not in self._entries:
+            stored = self._stored() if self.cache_hit else {}
+            if key in stored:
+                self._entries[key] = stored[key]
+            else:
+                if not self._fitted:
+                    self.umap.fit(self._fit_x)
+                    self._fitted = True
+                self._entries[key] = np.asarray(self.umap.transform(x), dtype=np.float32)
+                self._save()
+        return self._entries[key]
+
+
+def build_model(params: TopicsParams, embedder=None, n_fit: int = 0, umap_cache: Path | None = None):
     """A BERTopic configured for Japanese + English from ``params`` (seeded: same inputs → same topics)."""
     from bertopic import BERTopic
     from sklearn.cluster import KMeans
     from sklearn.feature_extraction.text import CountVectorizer
     from umap import UMAP
 
-    umap_model = UMAP(
+    umap_model = CachedUMAP(UMAP(
         n_neighbors=params.umap_neighbors, n_components=params.umap_components, min_dist=0.0,
         metric="cosine", random_state=params.seed,  # a seed also turns off UMAP's nondeterministic parallelism
-    )
+    ), umap_cache)
     if params.clusterer == "kmeans":
         cluster_model = KMeans(n_clusters=params.n_topics, random_state=params.seed, n_init=10)
     else:
         from hdbscan import HDBSCAN
 
-        cluster_model = HDBSCAN(min_cluster_size=params.min_cluster_size, metric="euclidean", prediction_data=True)
+        cluster_model = HDBSCAN(min_cluster_size=min_cluster_size(params, n_fit), metric="euclidean", prediction_data=True)
     vectorizer = CountVectorizer(
         tokenizer=Tokenizer(params.stop_words + params.boilerplate_words), lowercase=False, token_pattern=None,
         min_df=1,  # c-TF-IDF counts per topic: min_df=2 would mean "in two topics"
@@ -235,9 +318,9 @@ def make_embedder(model_id: str):
     return Embedder(backend, model)
 
 
-def fit(docs: pl.DataFrame, vectors: np.ndarray, params: TopicsParams, embedder=None):
+def fit(docs: pl.DataFrame, vectors: np.ndarray, params: TopicsParams, embedder=None, umap_cache: Path | None = None):
     """Fit, map codebook themes, reduce outliers; return (model, raw topic ids, {raw topic id: codebook index})."""
-    model = build_model(params, embedder)
+    model = build_model(params, embedder, len(docs), umap_cache)
     texts = docs["text"].to_list()
     topics, _ = model.fit_transform(texts, embeddings=vectors)
     themes = dict(getattr(model, "_topic_id_to_zeroshot_topic_idx", {}) or {}) if params.codebook else {}
@@ -265,6 +348,43 @@ def set_topic_embeddings(model, vectors: np.ndarray, topics: np.ndarray) -> None
     """
     ids = sorted(set(topics.tolist()))
     model.topic_embeddings_ = np.stack([vectors[topics == t].mean(axis=0) for t in ids])
+
+
+def fit_sample(docs: pl.DataFrame, size: int, seed: int) -> np.ndarray:
+    """Row indices of a sample of ``size`` verbatims stratified by month × language (all rows if fewer).
+
+    Each stratum keeps its share (rounded up, so a small stratum is never dropped); the draw is seeded.
+    """
+    n = len(docs)
+    if n <= size:
+        return np.arange(n)
+    keys = np.random.default_rng(seed).random(n)
+    frame = docs.select("period", "lang").with_columns(pl.Series("key", keys), pl.int_range(n).alias("row"))
+    frame = frame.with_columns(
+        pl.col("key").rank("ordinal").over("period", "lang").alias("rank"), pl.len().over("period", "lang").alias("stratum")
+    )
+    kept = frame.filter(pl.col("rank") <= (pl.col("stratum") * (size / n)).ceil())
+    return np.sort(kept["row"].to_numpy())
+
+
+def assign_nearest(vectors: np.ndarray, model, batch: int = 50_000) -> tuple[np.ndarray, np.ndarray]:
+    """Model topic id and cosine of each vector's nearest topic embedding, in batches.
+
+    The rule of BERTopic's transform() for a saved model (cosine to topic embeddings, the outlier
+    row included when the model has one), so verbatims beyond the fitted sample are placed exactly
+    as the saved model places new text.
+    """
+    ids = np.array(sorted(model.topic_sizes_), dtype=np.int64)
+    emb = np.asarray(model.topic_embeddings_, dtype=np.float32)
+    emb = emb / np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)
+    topics = np.empty(len(vectors), dtype=np.int64)
+    sims = np.empty(len(vectors), dtype=np.float64)
+    for start in range(0, len(vectors), batch):
+        v = vectors[start:start + batch]
+        sim = (v / np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-12)) @ emb.T
+        best = np.argmax(sim, axis=1)
+        topics[start:start + batch], sims[start:start + batch] = ids[best], sim[np.arange(len(v)), best]
+    return topics, sims
 
 
 def centroids(vectors: np.ndarray, topics: np.ndarray) -> dict[int, np.ndarray]:
@@ -403,13 +523,17 @@ def english_words(topics: np.ndarray, texts: list[str], langs: list[str], tokeni
 
 
 def topic_table(model, raw_topics: np.ndarray, stable: np.ndarray, matching: pl.DataFrame, themes: dict[int, int],
-                vectors: np.ndarray, texts: list[str], params: TopicsParams, langs: list[str] | None = None) -> pl.DataFrame:
+                vectors: np.ndarray, texts: list[str], params: TopicsParams, langs: list[str] | None = None,
+                fitted: set[int] | None = None) -> pl.DataFrame:
     """One row per (stable, merged) topic: id, labels (ja, en), size, share, top words, representative verbatims."""
     total = len(stable)
     raw_of = dict(zip(matching["topic"], matching["raw"]))
     rows = []
     cents = centroids(vectors, stable)
-    english = english_words(stable, texts, langs or ["ja"] * len(texts), model.vectorizer_model.tokenizer, params.top_n_words)
+    langs = langs or ["ja"] * len(texts)
+    if fitted is not None:  # English words from the fitted verbatims, as the c-TF-IDF words are
+        langs = [lang if i in fitted else "" for i, lang in enumerate(langs)]
+    english = english_words(stable, texts, langs, model.vectorizer_model.tokenizer, params.top_n_words)
     for topic in sorted(set(stable.tolist())):
         size = int((stable == topic).sum())
         if topic == -1:
@@ -519,7 +643,13 @@ def run(params: TopicsParams, root: str | Path = "."):
     model_id = embedding_model_id(embeddings)
     # The embedder is only needed to embed words or codebook themes; verbatims come from the cache.
     embedder = make_embedder(model_id) if params.codebook or params.representation != "ctfidf" else None
-    model, raw, themes = fit(docs, vectors, params, embedder)
+    sample = fit_sample(docs, params.fit_max_verbatims, params.seed)
+    model, raw_sample, themes = fit(docs[sample], vectors[sample], params, embedder, root / params.umap_cache)
+    raw = np.full(len(docs), -1, dtype=np.int64)
+    raw[sample] = raw_sample
+    rest = np.setdiff1d(np.arange(len(docs)), sample, assume_unique=True)
+    if rest.size:
+        raw[rest] = assign_nearest(vectors[rest], model)[0]
     cents = centroids(vectors, raw)
     matching = match_topics(cents, registry, params.match_min_similarity)
     to_stable = dict(zip(matching["raw"], matching["topic"])) | {-1: -1}
@@ -534,15 +664,20 @@ def run(params: TopicsParams, root: str | Path = "."):
         "verbatim_id", "response_id", "source", "period", "date_local", "persona", "channel", "product", "journey",
         "lang", "nps", "csat", "text",
     ).with_columns(pl.Series("topic", stable, dtype=pl.Int64), pl.Series("similarity", _doc_similarity(vectors, stable), dtype=pl.Float64))
-    table = topic_table(model, raw, stable, matching, themes, vectors, texts, params, docs["lang"].to_list())
+    table = topic_table(model, raw, stable, matching, themes, vectors, texts, params, docs["lang"].to_list(),
+                        None if rest.size == 0 else set(sample.tolist()))
     em = emerging(assignments, params)
     table = table.join(em, on="topic", how="left")
     tok = model.vectorizer_model.tokenizer
     active = table.filter(pl.col("topic") != -1)
-    npmi = npmi_coherence(active["words"].to_list(), [tok(t) for t in texts])
+    # Over the fitted verbatims, whose words the topic words come from (all of them below fit_max_verbatims).
+    npmi = npmi_coherence(active["words"].to_list(), [tok(texts[i]) for i in sample])
     table = table.join(pl.DataFrame({"topic": active["topic"], "coherence_npmi": npmi}, schema={"topic": pl.Int64, "coherence_npmi": pl.Float64}), on="topic", how="left")
     metrics = {
         "verbatims": len(assignments),
+        "fitted_verbatims": int(sample.size),  # the rest were assigned to their nearest topic
+        "min_cluster_size": min_cluster_size(params, int(sample.size)) if params.clusterer == "hdbscan" else None,
+        "umap_cache_hit": bool(getattr(model.umap_model, "cache_hit", False)),
         "n_topics": int((table["topic"] != -1).sum()),
         "outlier_share": round(float((assignments["topic"] == -1).mean()), 4),
         "topic_diversity": round(topic_diversity(table), 4),

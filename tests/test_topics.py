@@ -231,8 +231,10 @@ def test_ids_labels_carry_over_to_a_run_with_changed_parameters(demo_ws, base_pa
 _REPRO = """
 import hashlib, sys
 from pipelines import params, topics
-p = params.load(sys.argv[1]).topics.model_copy(update={"out_registry": "none/registry.parquet"})
-_, a, t, *_ = topics.run(p, sys.argv[2])
+# No registry and a cache of its own: each process fits from scratch.
+p = params.load(sys.argv[1]).topics.model_copy(update={"out_registry": "none/registry.parquet", "umap_cache": sys.argv[3]})
+_, a, t, *_, m = topics.run(p, sys.argv[2])
+assert not m["umap_cache_hit"]
 print(hashlib.sha1(a.select("verbatim_id", "topic").write_csv().encode()).hexdigest(), "|".join(t["label"]))
 """
 
@@ -240,10 +242,72 @@ print(hashlib.sha1(a.select("verbatim_id", "topic").write_csv().encode()).hexdig
 def test_same_data_params_seed_give_identical_assignments_in_two_processes(demo_ws):
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     cmd = [sys.executable, "-c", _REPRO, str(ROOT / "params.yaml"), str(demo_ws)]
-    procs = [subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    procs = [subprocess.Popen([*cmd, f"repro/umap_{i}.parquet"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True) for i in range(2)]
     outs = []
     for p in procs:
         out, err = p.communicate(timeout=600)
         assert p.returncode == 0, err[-3000:]
         outs.append(out.strip().splitlines()[-1])
     assert outs[0] == outs[1]
+
+
+def test_a_rerun_reads_umap_from_its_cache_with_identical_results(demo_ws, base_params):
+    cold_params = base_params.model_copy(update={"out_registry": "none/registry.parquet", "umap_cache": "cache-test/umap.parquet"})
+    _, cold, *_, m1 = topics.run(cold_params, demo_ws)
+    _, warm, *_, m2 = topics.run(cold_params, demo_ws)
+    assert not m1["umap_cache_hit"] and m2["umap_cache_hit"]
+    assert cold.select("verbatim_id", "topic").equals(warm.select("verbatim_id", "topic"))
+    # zero-shot themes make BERTopic transform a subset too: cached as well, same result
+    guided = cold_params.model_copy(update={"umap_cache": "cache-test/guided.parquet", "codebook": [
+        topics.CodebookTheme(name="ログイン不具合", seed_words=["ログイン", "アップデート", "login"])]})
+    runs = [topics.run(guided, demo_ws) for _ in range(2)]
+    assert [r[5]["umap_cache_hit"] for r in runs] == [False, True]
+    assert runs[0][1].select("verbatim_id", "topic").equals(runs[1][1].select("verbatim_id", "topic"))
+    # other input → the cache does not apply
+    fewer = cold_params.model_copy(update={"umap_neighbors": base_params.umap_neighbors - 5})
+    assert not topics.run(fewer, demo_ws)[5]["umap_cache_hit"]
+
+
+def test_the_smallest_topic_scales_with_the_verbatims_fitted(base_params):
+    p = base_params.model_copy(update={"min_cluster_size": 15, "min_topic_share": 0.01})
+    assert topics.min_cluster_size(p, 500) == 15 and topics.min_cluster_size(p, 20_000) == 200
+
+
+def test_fit_sample_keeps_every_month_and_language_in_proportion():
+    rng = np.random.default_rng(0)
+    periods = rng.choice(["2026-01", "2026-02", "2026-03"], 5000, p=[0.6, 0.3, 0.1])
+    langs = rng.choice(["ja", "en", "other"], 5000, p=[0.8, 0.19, 0.01])
+    docs = pl.DataFrame({"period": periods, "lang": langs})
+    sample = topics.fit_sample(docs, 1000, seed=1)
+    assert np.array_equal(sample, topics.fit_sample(docs, 1000, seed=1)) and not np.array_equal(sample, topics.fit_sample(docs, 1000, seed=2))
+    assert 1000 <= len(sample) <= 1000 + 9 and len(set(sample.tolist())) == len(sample)  # rounded up per stratum
+    full = docs.group_by("period", "lang").len()
+    got = docs[sample].group_by("period", "lang").len().rename({"len": "kept"})
+    both = full.join(got, on=["period", "lang"], how="left")
+    assert both["kept"].null_count() == 0  # no stratum dropped, however small
+    assert ((both["kept"] - both["len"] / 5).abs() <= 1).all()
+    assert np.array_equal(topics.fit_sample(docs, 6000, seed=1), np.arange(5000))
+
+
+def test_beyond_the_fit_sample_verbatims_go_where_the_saved_model_puts_them(demo_ws, base_params, tmp_path):
+    from bertopic import BERTopic
+
+    p = base_params.model_copy(update={
+        "fit_max_verbatims": 200, "out_registry": "none/registry.parquet", "umap_cache": "sample-test/umap.parquet",
+        "model_dir": str(tmp_path / "model"), "metrics_path": str(tmp_path / "m.json"),
+        "out_assignments": str(tmp_path / "a.parquet"), "out_topics": str(tmp_path / "t.parquet"),
+        "out_over_time": str(tmp_path / "o.parquet"), "out_by_segment": str(tmp_path / "s.parquet"),
+    })
+    out = topics.run(p, demo_ws)
+    model, assign, table, *_, metrics = out
+    docs, vectors = topics.docs_and_embeddings(pl.read_parquet(demo_ws / p.in_feedback), pl.read_parquet(demo_ws / p.in_embeddings))
+    sample = topics.fit_sample(docs, 200, p.seed)
+    assert metrics["fitted_verbatims"] == len(sample) < len(docs) == len(assign)
+    topics.write(*out, p, demo_ws)
+    saved = BERTopic.load(str(tmp_path / "model"))
+    rest = np.setdiff1d(np.arange(len(docs)), sample)
+    predicted, _ = saved.transform(docs["text"].to_list(), embeddings=vectors)
+    to_table = {r: row["topic"] for row in table.iter_rows(named=True) for r in row["raw_topics"]} | {-1: -1}
+    placed = np.array([to_table[int(x)] for x in np.asarray(predicted)[rest]])
+    assert np.array_equal(placed, assign["topic"].to_numpy()[rest])
