@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import resource
 import subprocess
 import tempfile
 import time
@@ -54,6 +55,7 @@ def bench(n: int, workdir: Path) -> dict:
         "rerun_share_of_cold": round(t_rerun / (t_embed + t_topics), 3),
         "n_topics": out[5]["n_topics"], "outlier_share": out[5]["outlier_share"],
         "coherence_npmi": out[5]["coherence_npmi"], "n_topics_rerun": out2[5]["n_topics"], **agreement,
+        "peak_rss_gb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2, 2),  # whole process so far
     }
 
 

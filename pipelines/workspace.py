@@ -206,11 +206,18 @@ class Workspace:
         return docs_and_embeddings(self.load("feedback"), self.load("embeddings"))
 
     def over_time_for_bertopic(self):
-        """The topics stage's monthly counts in the shape BERTopic's ``visualize_topics_over_time`` takes."""
-        t = self.load("topics").select("topic", pl.col("words").list.head(5).list.join(", ").alias("Words"))
+        """The topics stage's monthly counts in the shape BERTopic's ``visualize_topics_over_time`` takes.
+
+        Topics are given under the model's id (a merged topic under its lowest, usually largest, part), so the
+        model's labels from ``model()`` name them.
+        """
+        t = self.load("topics").select(
+            "topic", pl.col("words").list.head(5).list.join(", ").alias("Words"),
+            pl.when(pl.col("topic") == -1).then(-1).otherwise(pl.col("raw_topics").list.first()).alias("model_topic"),
+        )
         frame = (
             self.load("topics_over_time").join(t, on="topic")
-            .select(pl.col("topic").alias("Topic"), "Words", pl.col("n").alias("Frequency"),
+            .select(pl.col("model_topic").alias("Topic"), "Words", pl.col("n").alias("Frequency"),
                     pl.col("period").str.to_date("%Y-%m").alias("Timestamp"))
             .sort("Timestamp", "Topic")
         )
