@@ -84,9 +84,9 @@ def test_the_new_login_theme_is_its_own_emerging_topic(workspace, truth):
     login = joined.filter(pl.col("theme") == "login_failure")
     main_topic = login.group_by("topic").len().sort("len", descending=True)["topic"][0]
     members = joined.filter(pl.col("topic") == main_topic)
-    # Measured at this size: 71 % of the topic is login complaints (the rest mostly setup/QR-code), and it holds
-    # 91 % of them; the topic is the login theme's own, not a larger theme that absorbed it.
-    assert (members["theme"] == "login_failure").mean() >= 0.65
+    # Measured at this size: 90 % of the topic is login complaints (the rest mostly setup/QR-code), and it holds
+    # 92 % of them; the topic is the login theme's own, not a larger theme that absorbed it.
+    assert (members["theme"] == "login_failure").mean() >= 0.8
     assert (login["topic"] == main_topic).mean() >= 0.85
     row = topics.filter(pl.col("topic") == main_topic).row(0, named=True)
     assert row["emerging"], row
@@ -104,9 +104,11 @@ def test_topics_agree_with_planted_themes(workspace, truth):
     nmi = normalized_mutual_info_score(joined["theme"], joined["topic"])
     ari = adjusted_rand_score(joined["theme"], joined["topic"])
     print(f"topics vs planted themes: NMI {nmi:.3f}, ARI {ari:.3f} over {len(joined)} verbatims")
-    # Measured at this size (3,000 responses, seed 42, HDBSCAN defaults): NMI 0.497, ARI 0.232; at 1,500 responses
-    # 0.553 / 0.398. UMAP is sensitive to float-level perturbations of the vectors, so the bound leaves room.
-    assert nmi >= 0.45 and ari >= 0.2
+    # Measured at this size (3,000 responses, seed 42, smallest topic 1 % of the verbatims → 24 topics for 9 planted
+    # themes): NMI 0.526, ARI 0.406 (with a fixed smallest topic of 15: 57 topics, 0.497 / 0.232). At 100,000
+    # responses bench/bench_topics.py measures 0.451 / 0.309. UMAP is sensitive to float-level perturbations of the
+    # vectors, so the bound leaves room.
+    assert nmi >= 0.48 and ari >= 0.33
 
 
 def test_english_verbatims_land_with_their_japanese_counterparts(workspace, truth):
