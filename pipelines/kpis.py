@@ -44,9 +44,6 @@ from typing import Any, Literal
 
 import numpy as np
 import polars as pl
-from lifelines import KaplanMeierFitter
-from lifelines.statistics import logrank_test
-from lifelines.utils import median_survival_times
 from pydantic import Field, field_validator
 from scipy import optimize, stats
 from statsmodels.stats.multitest import multipletests
@@ -460,6 +457,9 @@ def compare_medians(
 
 def km_median(durations: np.ndarray, observed: np.ndarray, alpha: float = 0.05) -> tuple[float | None, float | None, float | None]:
     """Kaplan–Meier median with its interval (lifelines); None where the curve never reaches it."""
+    from lifelines import KaplanMeierFitter  # ~3 s to import: only where durations are compared
+    from lifelines.utils import median_survival_times
+
     kmf = KaplanMeierFitter(alpha=alpha).fit(durations, event_observed=observed)
     ci = median_survival_times(kmf.confidence_interval_)
     return _finite(kmf.median_survival_time_), _finite(ci.iloc[0, 0]), _finite(ci.iloc[0, 1])
@@ -485,6 +485,8 @@ def compare_survival(
     n_a, n_b = len(durations_a), len(durations_b)
     p_value = mde = None
     if events > 0:
+        from lifelines.statistics import logrank_test
+
         p_value = _finite(
             logrank_test(durations_a, durations_b, event_observed_A=observed_a, event_observed_B=observed_b).p_value
         )
