@@ -82,7 +82,7 @@ def run_lock(root: Path, as_of: str, wait_s: float = 0.0) -> Iterator[Path]:
                 break
             except BlockingIOError:
                 if time.monotonic() >= deadline:
-                    holder = Path(path).read_text(encoding="utf-8", errors="replace").strip() or "another koe run"
+                    holder = _lock_holder(path)
                     waited = f" after waiting {wait_s:g} s" if wait_s else ""
                     raise RunLocked(f"another run is in progress ({holder}); lock {path} is held{waited}. "
                                     "Not starting; use --wait SECONDS to queue behind it.") from None
@@ -93,6 +93,17 @@ def run_lock(root: Path, as_of: str, wait_s: float = 0.0) -> Iterator[Path]:
         yield path
     finally:
         os.close(fd)  # closing drops the flock
+
+
+def _lock_holder(path: Path, patience_s: float = 2.0) -> str:
+    """Who holds the lock, as the holder wrote it: it writes just after taking the flock, so a run refused in
+    that instant waits briefly for the line rather than report an empty file."""
+    deadline = time.monotonic() + patience_s
+    while True:
+        text = path.read_text(encoding="utf-8", errors="replace").strip()
+        if text or time.monotonic() >= deadline:
+            return text or "another koe run"
+        time.sleep(0.05)
 
 
 # --- workspace ---------------------------------------------------------------------------------------------------

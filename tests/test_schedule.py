@@ -72,6 +72,24 @@ def test_two_runs_started_together_one_refuses(workspace, first_run):
     assert "another run is in progress" in refused and f"as-of {AS_OF}" in refused
 
 
+def test_a_run_refused_as_the_holder_starts_still_names_it(tmp_path):
+    # The holder takes the flock, then writes who it is: a run refused in between must wait for that line.
+    import fcntl
+    import threading
+
+    lock = tmp_path / schedule.STATE_DIR / "run.lock"
+    lock.parent.mkdir(parents=True)
+    fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        threading.Timer(0.3, lambda: os.write(fd, b"pid 1, as-of 2026-11-01, started 2026-11-23T06:00:00Z\n")).start()
+        with pytest.raises(schedule.RunLocked, match=r"\(pid 1, as-of 2026-11-01,"):
+            with schedule.run_lock(tmp_path, "2026-12-01"):
+                pass
+    finally:
+        os.close(fd)
+
+
 @pytest.mark.slow
 def test_a_run_failing_in_topics_publishes_nothing(workspace, first_run):
     before = _snapshot(workspace)
