@@ -526,12 +526,12 @@ def english_words(topics: np.ndarray, texts: list[str], langs: list[str], tokeni
 
 def topic_table(model, raw_topics: np.ndarray, stable: np.ndarray, matching: pl.DataFrame, themes: dict[int, int],
                 vectors: np.ndarray, texts: list[str], params: TopicsParams, langs: list[str] | None = None,
-                fitted: set[int] | None = None) -> pl.DataFrame:
+                fitted: set[int] | None = None, cents: dict[int, np.ndarray] | None = None) -> pl.DataFrame:
     """One row per (stable, merged) topic: id, labels (ja, en), size, share, top words, representative verbatims."""
     total = len(stable)
     raw_of = dict(zip(matching["topic"], matching["raw"]))
     rows = []
-    cents = centroids(vectors, stable)
+    cents = cents if cents is not None else centroids(vectors, stable)
     langs = langs or ["ja"] * len(texts)
     if fitted is not None:  # English words from the fitted verbatims, as the c-TF-IDF words are
         langs = [lang if i in fitted else "" for i, lang in enumerate(langs)]
@@ -662,12 +662,13 @@ def run(params: TopicsParams, root: str | Path = "."):
     merges = [kept for g in params.merges if len(kept := [t for t in g if t in known]) >= 2]
     stable = apply_merges(np.array([to_stable[t] for t in raw.tolist()], dtype=np.int64), merges)
     texts = docs["text"].to_list()
+    stable_cents = centroids(vectors, stable)  # once: similarity and the table's examples both use them
     assignments = docs.select(
         "verbatim_id", "response_id", "source", "period", "date_local", "persona", "channel", "product", "journey",
         "lang", "nps", "csat", "text",
-    ).with_columns(pl.Series("topic", stable, dtype=pl.Int64), pl.Series("similarity", _doc_similarity(vectors, stable), dtype=pl.Float64))
+    ).with_columns(pl.Series("topic", stable, dtype=pl.Int64), pl.Series("similarity", _doc_similarity(vectors, stable, stable_cents), dtype=pl.Float64))
     table = topic_table(model, raw, stable, matching, themes, vectors, texts, params, docs["lang"].to_list(),
-                        None if rest.size == 0 else set(sample.tolist()))
+                        None if rest.size == 0 else set(sample.tolist()), stable_cents)
     em = emerging(assignments, params)
     table = table.join(em, on="topic", how="left")
     tok = model.vectorizer_model.tokenizer
@@ -692,9 +693,8 @@ def run(params: TopicsParams, root: str | Path = "."):
     return model, assignments, table, over_time(assignments), by_segment(assignments), metrics
 
 
-def _doc_similarity(vectors: np.ndarray, topics: np.ndarray) -> np.ndarray:
+def _doc_similarity(vectors: np.ndarray, topics: np.ndarray, cents: dict[int, np.ndarray]) -> np.ndarray:
     """Per verbatim: cosine to its topic's centroid (the topic 'probability' koe reports; NaN for outliers)."""
-    cents = centroids(vectors, topics)
     out = np.full(len(topics), np.nan)
     for t, c in cents.items():
         m = topics == t

@@ -6,12 +6,11 @@ Chromium is installed by `make test` (the `browser` prerequisite). Screenshots l
 from __future__ import annotations
 
 import base64
-import json
+import os
 import shutil
-import subprocess
+import signal
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
 import polars as pl
@@ -19,46 +18,13 @@ import pytest
 import yaml
 
 from conftest import ROOT, _run
+from devtools import DevTools, launch
 
 ARTIFACTS = ROOT / "tests" / "artifacts"
-FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
-         "--disable-component-update", "--disable-sync", "--window-size=1200,900", "--remote-debugging-port=0"]
 PROBE = "window.__koe_pwned"
 PLANTED = [f"<script>{PROBE} = 1</script>危ない声", f'<img src=x onerror="{PROBE} = 2">画像の声']
 
 pytestmark = pytest.mark.slow
-
-
-class Page:
-    """A minimal DevTools-protocol client: one page, every event kept."""
-
-    def __init__(self, ws_url: str):
-        import websocket  # websocket-client
-
-        self.ws = websocket.create_connection(ws_url, timeout=60, suppress_origin=True)
-        self.events: list[dict] = []
-        self._id = 0
-
-    def send(self, method: str, **params) -> dict:
-        self._id += 1
-        self.ws.send(json.dumps({"id": self._id, "method": method, "params": params}))
-        while True:
-            msg = json.loads(self.ws.recv())
-            if msg.get("id") == self._id:
-                if "error" in msg:
-                    raise RuntimeError(f"{method}: {msg['error']}")
-                return msg.get("result", {})
-            self.events.append(msg)
-
-    def wait_for(self, method: str, timeout: float = 60) -> None:
-        end = time.monotonic() + timeout
-        while not any(e.get("method") == method for e in self.events):
-            if time.monotonic() > end:
-                raise TimeoutError(method)
-            self.events.append(json.loads(self.ws.recv()))
-
-    def eval(self, expr: str):
-        return self.send("Runtime.evaluate", expression=expr, returnByValue=True)["result"].get("value")
 
 
 @pytest.fixture(scope="module")
@@ -69,30 +35,21 @@ def chromium():
     return exe
 
 
-def open_report(chromium: str, html: Path, name: str) -> tuple[Page, dict]:
+def open_report(chromium: str, html: Path, name: str) -> tuple[DevTools, dict]:
     """Load the file, collect console/network/dialog events, save a full-page screenshot."""
     profile = Path(tempfile.mkdtemp(prefix="koe-chromium-"))
-    proc = subprocess.Popen([chromium, *FLAGS, f"--user-data-dir={profile}", "about:blank"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc, page = launch(chromium, profile, 1200, 900)
     try:
-        port_file = profile / "DevToolsActivePort"
-        for _ in range(300):
-            if port_file.exists() and port_file.read_text().strip():
-                break
-            time.sleep(0.1)
-        port = int(port_file.read_text().splitlines()[0])
-        targets = json.loads(urllib.request.urlopen(f"http://127.0.0.1:{port}/json/list", timeout=10).read())
-        page = Page(next(t for t in targets if t["type"] == "page")["webSocketDebuggerUrl"])
         for domain in ("Page", "Runtime", "Network", "Log", "DOM", "CSS"):
             page.send(f"{domain}.enable")
         url = html.resolve().as_uri()
         page.events.clear()
         page.send("Page.navigate", url=url)
         page.wait_for("Page.loadEventFired")
-        page.eval("document.fonts.ready.then(() => true)")
+        page.js("document.fonts.ready.then(() => true)")
         time.sleep(0.5)  # late console messages
         page.send("Runtime.evaluate", expression="0")
-        height = page.eval("document.documentElement.scrollHeight")
+        height = page.js("document.documentElement.scrollHeight")
         shot = page.send("Page.captureScreenshot", format="png", captureBeyondViewport=True,
                          clip={"x": 0, "y": 0, "width": 1200, "height": min(height, 12000), "scale": 1})
         ARTIFACTS.mkdir(parents=True, exist_ok=True)
@@ -100,19 +57,19 @@ def open_report(chromium: str, html: Path, name: str) -> tuple[Page, dict]:
         page.proc, page.profile = proc, profile  # type: ignore[attr-defined]
         return page, {"url": url}
     except Exception:
-        proc.kill()
+        os.killpg(proc.pid, signal.SIGKILL)
         shutil.rmtree(profile, ignore_errors=True)
         raise
 
 
-def close(page: Page) -> None:
-    page.ws.close()
-    page.proc.kill()  # type: ignore[attr-defined]
+def close(page: DevTools) -> None:
+    page.close()
+    os.killpg(page.proc.pid, signal.SIGKILL)  # type: ignore[attr-defined]  # the whole group: renderers too
     page.proc.wait()  # type: ignore[attr-defined]
     shutil.rmtree(page.profile, ignore_errors=True)  # type: ignore[attr-defined]
 
 
-def _problems(page: Page, url: str) -> tuple[list, list, list]:
+def _problems(page: DevTools, url: str) -> tuple[list, list, list]:
     console = [e["params"] for e in page.events if e.get("method") == "Runtime.consoleAPICalled"
                and e["params"]["type"] in ("error", "assert")]
     console += [e["params"]["exceptionDetails"] for e in page.events if e.get("method") == "Runtime.exceptionThrown"]
@@ -124,7 +81,7 @@ def _problems(page: Page, url: str) -> tuple[list, list, list]:
     return console, others, dialogs
 
 
-def _fonts(page: Page, selector: str) -> list[dict]:
+def _fonts(page: DevTools, selector: str) -> list[dict]:
     root = page.send("DOM.getDocument")["root"]["nodeId"]
     node = page.send("DOM.querySelector", nodeId=root, selector=selector)["nodeId"]
     text = page.send("DOM.describeNode", nodeId=node, depth=1)["node"]["children"][0]
@@ -159,15 +116,15 @@ def test_report_opens_cleanly_offline(chromium, report_roots, lang):
         assert console == [], console
         assert others == [], f"requests to other places: {others}"
         assert dialogs == []
-        headings = page.eval("[...document.querySelectorAll('h2')].map(h => h.textContent)")
+        headings = page.js("[...document.querySelectorAll('h2')].map(h => h.textContent)")
         expected = {"ja": ["エグゼクティブサマリー", "主要KPI", "データ品質"], "en": ["Executive summary", "Key KPIs", "Data quality"]}
         for h in expected[lang]:
             assert h in headings, headings
-        assert page.eval("document.documentElement.lang") == lang
+        assert page.js("document.documentElement.lang") == lang
         # the summary comes first and is visible above the fold
-        top = page.eval("document.querySelector('.koe-summary').getBoundingClientRect().top")
+        top = page.js("document.querySelector('.koe-summary').getBoundingClientRect().top")
         assert 0 <= top < 400
-        images = page.eval("[...document.images].map(i => [i.naturalWidth, i.alt])")
+        images = page.js("[...document.images].map(i => [i.naturalWidth, i.alt])")
         assert len(images) >= 2 and all(w > 0 and alt for w, alt in images), images
     finally:
         close(page)
@@ -179,17 +136,17 @@ def test_japanese_glyphs_are_drawn_not_tofu(chromium, report_roots):
         fonts = _fonts(page, ".koe-summary h2")
         names = {f.get("familyName", "") for f in fonts}
         glyphs = sum(f.get("glyphCount", 0) for f in fonts)
-        heading = page.eval("document.querySelector('.koe-summary h2').textContent")
+        heading = page.js("document.querySelector('.koe-summary h2').textContent")
         assert glyphs >= len(heading.strip()) > 0, fonts
         # drawn by a font that has Japanese: the embedded IPAexGothic subset or a local CJK font
         assert any(n for n in names if "IPAex" in n or "CJK" in n or "Hiragino" in n or "Gothic" in n), names
         # and it draws different shapes for different characters (a missing glyph is the same box every time)
-        bitmaps = page.eval("""(() => ['エ', 'ロ', '変'].map(ch => {
+        bitmaps = page.js("""(() => ['エ', 'ロ', '変'].map(ch => {
             const c = document.createElement('canvas'); c.width = c.height = 48;
             const g = c.getContext('2d'); g.font = '40px ' + getComputedStyle(document.querySelector('.koe-summary h2')).fontFamily;
             g.fillText(ch, 2, 40); return c.toDataURL(); }))()""")
         assert len(set(bitmaps)) == 3
-        tofu = page.eval("""(() => ['\\u{E000}', '\\u{E001}'].map(ch => {
+        tofu = page.js("""(() => ['\\u{E000}', '\\u{E001}'].map(ch => {
             const c = document.createElement('canvas'); c.width = c.height = 48;
             const g = c.getContext('2d'); g.font = '40px ' + getComputedStyle(document.querySelector('.koe-summary h2')).fontFamily;
             g.fillText(ch, 2, 40); return c.toDataURL(); }))()""")
@@ -203,9 +160,9 @@ def test_planted_markup_in_verbatims_stays_text(chromium, report_roots, truth):
     assert PLANTED[0] not in html and "&lt;script&gt;" in html
     page, info = open_report(chromium, report_roots["en"], "report-en-planted")
     try:
-        assert page.eval(f"typeof {PROBE}") == "undefined"  # neither the script nor the onerror ran
-        assert page.eval("document.querySelectorAll('script').length") == 0
-        body = page.eval("document.body.innerText")
+        assert page.js(f"typeof {PROBE}") == "undefined"  # neither the script nor the onerror ran
+        assert page.js("document.querySelectorAll('script').length") == 0
+        body = page.js("document.body.innerText")
         assert PLANTED[0] in body and PLANTED[1] in body  # shown to the reader as the text customers typed
         _, others, dialogs = _problems(page, info["url"])
         assert others == [] and dialogs == []

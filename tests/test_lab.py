@@ -24,6 +24,7 @@ from pathlib import Path
 import pytest
 
 from conftest import BIN, ROOT, _run
+from devtools import launch
 
 ARTIFACTS = ROOT / "tests" / "artifacts"
 NEW_LABEL = "ログイン不具合（研究者の命名）"
@@ -49,58 +50,6 @@ def test_exploration_notebooks_pass_nbval(workspace):
     assert proc.returncode == 0, proc.stdout[-6000:]
     assert re.search(r"\d+ passed", proc.stdout)
     assert (workspace / "params.yaml").read_bytes() == before  # exploring writes nothing unless asked
-
-
-class DevTools:
-    """A minimal Chrome DevTools protocol client over one page's websocket."""
-
-    def __init__(self, ws_url: str):
-        import websocket
-
-        self._ws = websocket.create_connection(ws_url, timeout=60, suppress_origin=True)
-        self._id = 0
-
-    def send(self, method: str, **params):
-        self._id += 1
-        self._ws.send(json.dumps({"id": self._id, "method": method, "params": params}))
-        while True:
-            msg = json.loads(self._ws.recv())
-            if msg.get("id") == self._id:
-                if "error" in msg:
-                    raise RuntimeError(f"{method}: {msg['error']}")
-                return msg.get("result", {})
-
-    def js(self, expression: str):
-        r = self.send("Runtime.evaluate", expression=expression, returnByValue=True, awaitPromise=True)
-        if "exceptionDetails" in r:
-            raise RuntimeError(f"{expression[:80]}: {r['exceptionDetails']}")
-        return r["result"].get("value")
-
-    def wait(self, expression: str, timeout: float, what: str):
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            value = self.js(expression)
-            if value:
-                return value
-            time.sleep(0.5)
-        raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
-
-    def click(self, element_js: str, what: str, timeout: float = 30):
-        """A real mouse click at the centre of the element that the JavaScript expression ``element_js`` returns."""
-        box = self.wait(
-            f"(() => {{ const e = {element_js}; if (!e) return null;"
-            f" const r = e.getBoundingClientRect(); return r.width ? [r.x + r.width / 2, r.y + r.height / 2] : null; }})()",
-            timeout, what,
-        )
-        for kind in ("mouseMoved", "mousePressed", "mouseReleased"):
-            self.send("Input.dispatchMouseEvent", type=kind, x=box[0], y=box[1], button="left", clickCount=1)
-
-    def key(self, key: str, code: int, modifiers: int = 0):
-        for kind in ("rawKeyDown", "keyUp"):
-            self.send("Input.dispatchKeyEvent", type=kind, key=key, code=key, windowsVirtualKeyCode=code, modifiers=modifiers)
-
-    def close(self):
-        self._ws.close()
 
 
 def _free_port() -> int:
@@ -181,19 +130,7 @@ def test_a_researcher_names_a_topic_in_jupyterlab_and_the_report_shows_it(worksp
                 assert server.poll() is None and time.monotonic() - started < 90, open(log.name).read()
                 time.sleep(0.5)
 
-        browser = subprocess.Popen(
-            [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
-             "--disable-component-update", "--disable-sync", f"--user-data-dir={profile}", "--window-size=1400,1000",
-             "--remote-debugging-port=0", "about:blank"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-        )
-        port_file = Path(profile) / "DevToolsActivePort"
-        while not port_file.is_file() or not port_file.read_text().strip():
-            assert browser.poll() is None and time.monotonic() - started < 120, "chromium did not start"
-            time.sleep(0.2)
-        dev_port = port_file.read_text().split()[0]
-        pages = json.loads(urllib.request.urlopen(f"http://127.0.0.1:{dev_port}/json/list", timeout=10).read())
-        cdp = DevTools(next(p for p in pages if p["type"] == "page")["webSocketDebuggerUrl"])
+        browser, cdp = launch(chromium, Path(profile), 1400, 1000)
         cdp.send("Page.enable")
         cdp.send("Emulation.setDeviceMetricsOverride", width=1400, height=1000, deviceScaleFactor=1, mobile=False)
         cdp.send("Page.navigate", url=url.replace("/lab?", "/lab/tree/notebooks/explore/topics.ipynb?"))
