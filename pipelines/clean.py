@@ -26,100 +26,12 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from collections.abc import Iterator
-from typing import Literal
 
 import charset_normalizer
 import polars as pl
-from pydantic import Field
 
-from pipelines._schema import StrictModel
+from pipelines.schema import NON_ANSWERS_DEFAULT, PRESETS, FORMATS, CleanParams, SurveyColumns, SurveySource, TicketSource, _SM_PLAIN  # noqa: F401  (re-exported)
 from pipelines.tables import FEEDBACK_SCHEMA, SEGMENT_COLUMNS, TICKETS_SCHEMA
-
-NON_ANSWERS_DEFAULT = [
-    "特になし", "特になし。", "とくになし", "なし", "無し", "ナシ", "特に無し", "特にありません", "ありません",
-    "該当なし", "ない", "特にない", "-", "ー", "―", "n/a", "na", "none", "nothing", "no comment", "nil", ".",
-]
-
-
-class SurveyColumns(StrictModel):
-    """Which column of the export holds each field (header text as exported)."""
-
-    response_id: str
-    timestamp: str
-    customer_id: str | None = None
-    nps: str | None = None  # 0–10
-    csat: str | None = None  # 1–5
-    ces: str | None = None  # 1–7
-    persona: str | None = None
-    channel: str | None = None
-    product: str | None = None
-    journey: str | None = None
-
-
-SurveyFormat = Literal["csv", "tsv", "xlsx", "parquet", "jsonl"]
-
-# Survey-platform layouts: a preset fills format, header rows and timestamp format; the column
-# mapping stays with the source (question ids and headers differ per survey).
-#   qualtrics:    row 1 column ids (ResponseId, RecordedDate, QID…), row 2 question text, row 3 ImportId JSON.
-#                 Columns are mapped by row 1.
-#   surveymonkey: row 1 question text (blank over a question's further columns), row 2 "Response",
-#                 "Open-Ended Response" or the option. Columns are mapped by row 1 carried rightwards, plus
-#                 " | <row 2>" where row 2 names an option.
-PRESETS: dict[str, dict] = {
-    "qualtrics": {"format": "csv", "header_rows": 3, "timestamp_format": "%Y-%m-%d %H:%M:%S"},
-    "surveymonkey": {"format": "csv", "header_rows": 2, "timestamp_format": "%m/%d/%Y %I:%M:%S %p"},
-}
-_SM_PLAIN = {"", "Response", "Open-Ended Response"}
-
-
-class SurveySource(StrictModel):
-    name: str
-    path: str  # glob relative to the project root; several files per source allowed
-    preset: Literal["qualtrics", "surveymonkey"] | None = None
-    format: SurveyFormat | None = None  # None → the preset's, else from the file extension
-    header_rows: int | None = Field(default=None, ge=1, le=10)  # None → the preset's, else 1
-    sheet: str | None = None  # xlsx: sheet name; None → the first sheet
-    encoding: str = "auto"  # "auto" → detected (and verified by decoding); or e.g. "cp932"
-    timezone: str = "Asia/Tokyo"  # local time of naive timestamps
-    # strftime format, "auto" (ISO, 2026/01/05, 2026年1月5日 …, Excel serial) or "excel" (serial days);
-    # None → the preset's, else "auto". ISO timestamps are always accepted as a fallback.
-    timestamp_format: str | None = None
-    columns: SurveyColumns
-    text_columns: dict[str, str] = Field(min_length=1)  # question_id → column holding that free-text answer
-
-    def resolved(self, field_name: str, file: str = ""):
-        value = getattr(self, field_name)
-        if value is not None:
-            return value
-        preset = PRESETS.get(self.preset or "", {})
-        if field_name in preset:
-            return preset[field_name]
-        if field_name == "format":
-            ext = file.lower().rsplit(".", 1)[-1]
-            return {"txt": "tsv", "ndjson": "jsonl", "xlsm": "xlsx"}.get(ext, ext if ext in FORMATS else "csv")
-        return {"header_rows": 1, "timestamp_format": "auto"}[field_name]
-
-
-FORMATS = ("csv", "tsv", "xlsx", "parquet", "jsonl")
-
-
-class TicketSource(StrictModel):
-    name: str = "tickets"
-    path: str
-    preset: Literal["zendesk"] = "zendesk"
-    timezone: str = "Asia/Tokyo"
-
-
-class CleanParams(StrictModel):
-    surveys: list[SurveySource]
-    tickets: TicketSource | None = None
-    non_answers: list[str] = Field(default_factory=lambda: list(NON_ANSWERS_DEFAULT))
-    redact_patterns: dict[str, str] = Field(default_factory=dict)  # extra kind → regex
-    out_feedback: str = "data/clean/feedback.parquet"
-    out_tickets: str = "data/clean/tickets.parquet"
-    out_quarantine: str = "data/quarantine/quarantine.parquet"
-    metrics_path: str = "reports/metrics/clean.json"
-
 
 class InputError(ValueError):
     """Unreadable input: the message names the file (and byte offset, row or column)."""

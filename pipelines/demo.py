@@ -28,18 +28,9 @@ from pathlib import Path
 
 import numpy as np
 import polars as pl
-from pydantic import Field
 
-from pipelines._schema import StrictModel
+from pipelines.schema import DemoParams  # noqa: F401  (re-exported)
 from pipelines.io import write_bytes, write_json
-
-
-class DemoParams(StrictModel):
-    n_responses: int = Field(6000, ge=200)  # survey responses before dirt is added
-    n_tickets: int = Field(3000, ge=50)
-    seed: int = 42
-    raw_dir: str = "data/raw"  # where exports are written (relative to root)
-    truth_path: str = "data/demo/truth.json"  # ground truth, read only by tests
 
 
 # --------------------------------------------------------------------------- calendar

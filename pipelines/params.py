@@ -7,24 +7,7 @@ from pathlib import Path
 import yaml
 from pydantic import ValidationError
 
-from pipelines._schema import StrictModel
-from pipelines.clean import CleanParams
-from pipelines.demo import DemoParams
-from pipelines.embed import EmbedParams
-from pipelines.kpis import KpisParams
-from pipelines.report import ReportParams
-from pipelines.sentiment import SentimentParams
-from pipelines.topics import TopicsParams
-
-
-class KoeParams(StrictModel):
-    demo: DemoParams
-    clean: CleanParams
-    embed: EmbedParams
-    topics: TopicsParams
-    kpis: KpisParams
-    sentiment: SentimentParams
-    report: ReportParams
+from pipelines.schema import KoeParams
 
 
 # Stage name → notebook that runs it (executed copies go to reports/notebooks/).

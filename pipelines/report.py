@@ -11,30 +11,13 @@ import html
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
 import polars as pl
 
-from pipelines._schema import StrictModel
+from pipelines.schema import ReportParams  # noqa: F401  (re-exported)
 from pipelines.kpis import read_alerts
 
 TEMPLATE_DIR = Path(__file__).parent / "templates"
-
-
-class ReportParams(StrictModel):
-    lang: Literal["ja", "en"] = "ja"
-    title: str = "Company A — Voice of the Customer"
-    in_clean_metrics: str = "reports/metrics/clean.json"
-    in_topics: str = "data/topics/topics.parquet"
-    in_topics_over_time: str = "data/topics/over_time.parquet"
-    in_topics_metrics: str = "reports/metrics/topics.json"
-    in_assignments: str = "data/topics/assignments.parquet"
-    in_sentiment_net: str = "data/sentiment/net.parquet"
-    in_kpi_tests: str = "data/kpis/tests.parquet"
-    in_kpi_monthly: str = "data/kpis/monthly.parquet"
-    in_alerts: str = "reports/alerts.json"
-    out_html: str = "reports/report.html"
-    max_examples: int = 3
 
 
 T = {

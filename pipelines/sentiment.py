@@ -23,28 +23,12 @@ from pathlib import Path
 
 import numpy as np
 import polars as pl
-from pydantic import Field
 
-from pipelines._schema import StrictModel
+from pipelines.schema import SentimentParams  # noqa: F401  (re-exported)
 from pipelines.kpis import nps_adjusted_wald_ci, nps_value
 
 LABELS = ("negative", "neutral", "positive")
 LANGS = ("ja", "en")
-
-
-class SentimentParams(StrictModel):
-    in_assignments: str = "data/topics/assignments.parquet"
-    in_tickets: str = "data/clean/tickets.parquet"  # tickets carry no score: sentiment stands in for one
-    out_verbatims: str = "data/sentiment/verbatims.parquet"
-    out_tickets: str = "data/sentiment/tickets.parquet"
-    out_net: str = "data/sentiment/net.parquet"
-    metrics_path: str = "reports/metrics/sentiment.json"
-    ja_neutral_band: float = Field(0.2, ge=0, lt=1)  # asari: |2·p(positive) − 1| below this → neutral
-    en_neutral_band: float = Field(0.05, ge=0, lt=1)  # VADER compound: the authors' neutral threshold
-    alpha: float = Field(0.05, gt=0, lt=1)  # intervals at 1 − alpha
-    min_n: int = Field(30, ge=1)  # fewer labelled verbatims → flagged "too few to tell"
-    segments: list[str] = ["persona", "channel", "product", "journey"]
-    threads: int = Field(2, ge=1)  # onnxruntime intra-op threads = number of cores
 
 
 # --- models -------------------------------------------------------------------------------------------------------

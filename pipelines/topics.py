@@ -29,77 +29,11 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 import polars as pl
-from pydantic import Field
 
-from pipelines._schema import StrictModel
-
-STOP_WORDS_JA = [
-    "する", "ある", "いる", "なる", "れる", "られる", "思う", "いう", "こと", "もの", "よう", "ため", "さん", "これ", "それ",
-    "あれ", "どれ", "ここ", "そこ", "方", "時", "中", "上", "下", "前", "後", "的", "感じる", "できる", "出来る", "くる",
-    "来る", "行く", "いく", "みる", "見る", "おる", "致す", "頂く", "いただく", "下さる", "くださる", "ない", "無い",
-    "良い", "いい", "よい", "ちょっと", "少し", "とても", "すごい", "凄い", "様", "際", "点", "事", "物", "今",
-]
-BOILERPLATE_JA = [
-    "困る", "本当", "毎回", "今回", "改善", "期待", "お願い", "願う", "思い", "御社", "弊社", "製品", "商品", "利用",
-    "使用", "購入", "感じ", "全体", "特に", "非常", "大変", "是非", "ぜひ", "気", "感", "以上", "以外", "自分", "私", "使う",
-]
-STOP_WORDS_EN_EXTRA = [
-    "really", "very", "just", "also", "would", "could", "please", "thank", "thanks", "product", "company",
-    "use", "using", "used", "bought", "month", "months", "ve", "ll", "re", "don", "didn", "doesn", "couldn", "isn",
-    "wasn", "won", "aren", "haven", "can", "got", "get", "ok", "okay", "bit", "lot", "thing", "things", "way",  # Sudachi splits "I've", "couldn't" at the apostrophe
-]
-
-
-class CodebookTheme(StrictModel):
-    """A researcher's theme: verbatims close enough to ``name`` + ``seed_words`` go to it (zero-shot)."""
-
-    name: str  # Japanese label
-    name_en: str = ""  # English label
-    seed_words: list[str] = Field(default_factory=list)
-
-
-class TopicsParams(StrictModel):
-    in_feedback: str = "data/clean/feedback.parquet"
-    in_embeddings: str = "data/embed/embeddings.parquet"
-    out_assignments: str = "data/topics/assignments.parquet"
-    out_topics: str = "data/topics/topics.parquet"
-    out_over_time: str = "data/topics/over_time.parquet"
-    out_by_segment: str = "data/topics/by_segment.parquet"
-    out_registry: str = "data/topics/registry.parquet"  # topic identities across runs (DVC persist)
-    model_dir: str = "data/topics/model"
-    metrics_path: str = "reports/metrics/topics.json"
-    seed: int = 42
-    umap_neighbors: int = Field(30, ge=2)
-    umap_components: int = Field(5, ge=2)
-    clusterer: Literal["kmeans", "hdbscan"] = "hdbscan"
-    n_topics: int = Field(12, ge=2)  # kmeans only
-    min_cluster_size: int = Field(15, ge=2)  # hdbscan only
-    min_topic_share: float = Field(0.01, ge=0, lt=0.5)  # hdbscan: smallest topic as a share of the fitted verbatims
-    fit_max_verbatims: int = Field(20_000, ge=100)  # above this, fit on a stratified sample and assign the rest
-    umap_cache: str = "data/topics/umap_cache.parquet"  # reduced vectors of the last fit (DVC persist)
-    outlier_strategy: Literal["none", "embeddings", "c-tf-idf", "distributions"] = "embeddings"
-    outlier_threshold: float = Field(0.0, ge=0)  # reduce_outliers: minimum similarity to move a verbatim
-    representation: Literal["ctfidf", "mmr", "keybert"] = "ctfidf"  # how top words are re-ranked
-    mmr_diversity: float = Field(0.3, ge=0, le=1)
-    top_n_words: int = Field(8, ge=3)
-    label_words: int = Field(3, ge=1)  # words in an automatic label
-    n_examples: int = Field(5, ge=1)  # representative verbatims per topic
-    stop_words: list[str] = Field(default_factory=lambda: list(STOP_WORDS_JA))
-    boilerplate_words: list[str] = Field(default_factory=lambda: list(BOILERPLATE_JA))
-    emerging_months: int = Field(2, ge=1)  # the recent window in which a topic may emerge
-    emerging_min_ratio: float = Field(3.0, gt=1)  # recent share ≥ ratio × earlier share
-    emerging_min_docs: int = Field(10, ge=1)
-    codebook: list[CodebookTheme] = Field(default_factory=list)  # guided (zero-shot) themes
-    codebook_min_similarity: float = Field(0.4, gt=0, lt=1)
-    match_min_similarity: float = Field(0.8, gt=0, le=1)  # topic centroid cosine to keep a previous run's id
-    labels: dict[int, str] = Field(default_factory=dict)  # researcher's Japanese labels by (stable) topic id
-    labels_en: dict[int, str] = Field(default_factory=dict)  # … and English labels
-    merges: list[list[int]] = Field(default_factory=list)  # groups of (stable) topic ids to merge
-
+from pipelines.schema import STOP_WORDS_JA, BOILERPLATE_JA, STOP_WORDS_EN_EXTRA, CodebookTheme, TopicsParams  # noqa: F401  (re-exported)
 
 _KEEP_POS = {"名詞", "動詞", "形容詞"}
 _DROP_POS2 = {"非自立可能", "数詞", "代名詞"}
