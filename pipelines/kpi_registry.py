@@ -30,10 +30,13 @@ class Kpi:
     digits: int = 1  # decimals shown
     relative: bool = False  # meaningful change relative to the earlier period (no natural scale)
     headline: bool = False  # shown in `koe run`'s index
-    # proportion KPIs: the indicator is "column >= a threshold" read from kpis params (``threshold``) or
-    # "column in the good values" (``good_values``); the clean table's scale supplies the rest.
+    # Proportion KPIs: the 0/1 indicator per unit. "top_box": column >= the scale section's ``top_box_min``;
+    # "good_values": column in the scale section's ``good_values``; "flag": the column is already 0/1.
     indicator: Literal["top_box", "good_values", "flag"] | None = None
-    optional_scale: str | None = None  # kpis params sub-section that must be set for the KPI to apply
+    # kpis params sub-section describing the column (its ``column``, ``scale_min``/``scale_max``, top box,
+    # good values, direction). A KPI whose section is null in params.yaml does not apply.
+    scale: Literal["csat", "ces", "rating"] | None = None
+    censored_by: str | None = None  # survival KPIs: the column that is True while the duration is still running
 
     @property
     def effect_kind(self) -> str:
@@ -64,20 +67,21 @@ METHOD: dict[str, str] = {
 REGISTRY: tuple[Kpi, ...] = (
     Kpi("nps", "survey", "nps", "nps", True, "nps_points", 10.0, "NPS", "NPS", headline=True),
     Kpi("csat_mean", "survey", "mean", "csat", True, "scale_points", 0.3, "CSAT平均", "CSAT mean", digits=2,
-        headline=True),
+        headline=True, scale="csat"),
     Kpi("csat_top2", "survey", "proportion", "csat", True, "percent", 10.0, "CSAT上位2box", "CSAT top-2-box",
-        indicator="top_box"),
+        indicator="top_box", scale="csat"),
     Kpi("rating_share", "survey", "proportion", "rating", True, "percent", 10.0, "好評価の割合", "Share of positive ratings",
-        indicator="good_values", optional_scale="rating"),
-    Kpi("ces_mean", "survey", "mean", "ces", True, "scale_points", 0.3, "CES平均", "CES mean", digits=2),
+        indicator="good_values", scale="rating"),
+    Kpi("ces_mean", "survey", "mean", "ces", True, "scale_points", 0.3, "CES平均", "CES mean", digits=2,
+        scale="ces"),
     Kpi("ces_top2", "survey", "proportion", "ces", True, "percent", 10.0, "CES上位2box", "CES top-2-box",
-        indicator="top_box"),
+        indicator="top_box", scale="ces"),
     Kpi("ticket_volume", "tickets", "rate", "ticket_id", False, "per_month", 0.2, "問い合わせ件数", "Ticket volume",
         digits=0, relative=True),
     Kpi("first_response_h", "tickets", "median", "first_response_h", False, "hours", 0.2, "初回応答時間（時間）",
         "First response time (h)", relative=True, headline=True),
     Kpi("resolution_h", "tickets", "survival", "resolution_h", False, "hours", 0.2, "解決時間（時間）",
-        "Resolution time (h)", relative=True),
+        "Resolution time (h)", relative=True, censored_by="is_open"),
     Kpi("churn_rate", "customers", "proportion", "churned", False, "percent", 5.0, "離反率（%）", "Churn rate (%)",
         indicator="flag"),
     Kpi("repeat_rate", "customers", "proportion", "repeated", True, "percent", 5.0, "リピート率（%）", "Repeat rate (%)",

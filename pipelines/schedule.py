@@ -31,6 +31,7 @@ from typing import Iterator
 
 import yaml
 
+from pipelines import kpi_registry
 from pipelines.kpis import read_alerts
 from pipelines import io as kio
 from pipelines.params import STAGES, KoeParams, load
@@ -42,7 +43,7 @@ STATE_DIR = ".koe"  # run workspace, lock and nothing else; git-ignored
 RUNS_DIR = "reports/runs"
 FAILED_DIR = "reports/failed"
 INDEX = "reports/index.html"
-HEADLINE_KPIS = ("nps", "csat_mean", "first_response_h")
+HEADLINE_KPIS = kpi_registry.HEADLINE  # the KPIs of the run index
 
 
 class RunLocked(RuntimeError):
@@ -313,7 +314,7 @@ def render_index(root: Path, params: KoeParams) -> str:
             if not h or h.get("est_b") is None:
                 cells.append("<td>–</td>")
                 continue
-            d = 2 if k == "csat_mean" else 1
+            d = kpi_registry.get(k).digits
             colour = VERDICT_COLOURS.get(h["verdict"], "#555555")
             change = "–" if h.get("diff") is None else f"{h['diff']:+.{d}f}"
             ci = "" if h.get("ci_low") is None else f", {h['ci_low']:.{d}f}…{h['ci_high']:.{d}f}"

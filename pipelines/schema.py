@@ -11,7 +11,7 @@ from collections.abc import Mapping, Sequence
 from datetime import date
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from pipelines import kpi_registry
 from pipelines.kpi_registry import KPIS
@@ -27,9 +27,6 @@ class StrictModel(BaseModel):
         if missing:
             raise NameError(f"{cls.__name__}: the notebook's parameters cell lacks {missing}")
         return cls.model_validate({k: namespace[k] for k in cls.model_fields})
-
-
-CES_KPIS = ("ces_mean", "ces_top2")
 
 
 # ------------------------------------------------------------------ demo
@@ -208,20 +205,46 @@ class TopicsParams(StrictModel):
 
 # ------------------------------------------------------------------ kpis
 
-class CesParams(StrictModel):
+class _Scale(StrictModel):
+    """A numeric answer scale: answers outside it stop the stage (never silently counted)."""
+
+    scale_min: int = 1
+    scale_max: int = 5
+    top_box_min: int = 4  # the top-box share (…_top2) counts answers at or above this
+
+    @model_validator(mode="after")
+    def _ordered(self):
+        if not self.scale_min < self.scale_max:
+            raise ValueError(f"scale_min {self.scale_min} must be below scale_max {self.scale_max}")
+        if not self.scale_min < self.top_box_min <= self.scale_max:
+            raise ValueError(f"top_box_min {self.top_box_min} must lie in ({self.scale_min}, {self.scale_max}]")
+        return self
+
+
+class CsatParams(_Scale):
+    """Customer satisfaction in the clean table's ``csat`` column: 1–5 by default; 1–7, 1–10 or 0–10 by params."""
+
+
+class CesParams(_Scale):
     """Customer effort score: which column of the clean table, on which scale."""
 
     column: str = "ces"
-    scale_min: int = 1
     scale_max: int = 7
     top_box_min: int = 6  # "easy" share (ces_top2): answers at or above this
     higher_is_better: bool = True  # 1–7 agreement "the company made it easy" (CES 2.0); False for effort scales
 
 
+class RatingParams(StrictModel):
+    """A categorical rating (e.g. "positive" / "neutral" / "negative"): rating_share is the share of good values."""
+
+    column: str = "rating"
+    good_values: list[str] = Field(min_length=1)  # matched exactly against the column's text
+
+
 class KpisParams(StrictModel):
     """params.yaml ``kpis`` section."""
 
-    programme_date: date = date(2026, 5, 1)  # before/after comparison split
+    programme_date: date | None = date(2026, 5, 1)  # before/after split; None → no programme comparison, no ITS
     as_of: date | None = None  # end (exclusive) of the current window; None → month after latest response
     window_months: int = Field(2, ge=1)  # current vs previous window length
     fdr_q: float = Field(0.05, gt=0, lt=1)  # Benjamini–Hochberg q over the whole run
@@ -229,8 +252,10 @@ class KpisParams(StrictModel):
     power: float = Field(0.8, gt=0, lt=1)  # minimum detectable effects
     min_n: int = Field(30, ge=1)  # fewer in either period → "too few responses to tell"
     segments: list[str] = Field(default_factory=lambda: ["persona", "channel", "product", "journey"])
-    enabled_kpis: list[str] = Field(default_factory=lambda: [k.key for k in kpi_registry.REGISTRY if k.optional_scale is None])  # KPIs to compute (subset of KPIS)
+    enabled_kpis: list[str] = Field(default_factory=lambda: list(KPIS))  # KPIs to compute (subset of KPIS)
+    csat: CsatParams = Field(default_factory=CsatParams)
     ces: CesParams = Field(default_factory=CesParams)
+    rating: RatingParams | None = None  # None → rating_share does not apply
     activity_sources: list[Literal["survey", "tickets"]] = Field(default_factory=lambda: ["survey", "tickets"])
     its_min_periods: int = Field(4, ge=3)  # months needed on each side of the programme date for the ITS
     its_hac_maxlags: int | None = Field(None, ge=0)  # None → Newey–West rule floor(4 (T/100)^(2/9))
@@ -258,8 +283,18 @@ class KpisParams(StrictModel):
     def enabled(self, group: Sequence[str]) -> tuple[str, ...]:
         return tuple(k for k in group if k in self.enabled_kpis)
 
+    def scale(self, kpi: str) -> CsatParams | CesParams | RatingParams | None:
+        """The KPI's scale sub-section (None: the KPI has none, or it is not set)."""
+        name = kpi_registry.get(kpi).scale
+        return getattr(self, name) if name else None
+
+    def column(self, kpi: str) -> str:
+        """The clean-table column the KPI reads (its scale section may rename it)."""
+        return getattr(self.scale(kpi), "column", None) or kpi_registry.get(kpi).column
+
     def higher_is_better(self, kpi: str) -> bool:
-        return self.ces.higher_is_better if kpi in CES_KPIS else kpi_registry.get(kpi).higher_is_better
+        direction = getattr(self.scale(kpi), "higher_is_better", None)
+        return kpi_registry.get(kpi).higher_is_better if direction is None else direction
 
 
 # ------------------------------------------------------------------ sentiment

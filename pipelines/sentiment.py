@@ -11,7 +11,7 @@ neutral) and reads the politeness of support tickets ("Please help") as positive
 measure across topics, segments and periods, not as an absolute share of unhappy customers.
 
 Net sentiment is read like NPS: % positive − % negative on −100..100, with the adjusted-Wald interval on the
-trinomial variance (Rocks 2016) that pipelines.kpis uses for NPS.
+trinomial variance (Rocks 2016) that pipelines.stats gives NPS.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ import numpy as np
 import polars as pl
 
 from pipelines.schema import SentimentParams  # noqa: F401  (re-exported)
-from pipelines.kpis import nps_adjusted_wald_ci, nps_value
+from pipelines.stats import nps_adjusted_wald_ci, nps_value
 
 LABELS = ("negative", "neutral", "positive")
 LANGS = ("ja", "en")

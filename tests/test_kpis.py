@@ -559,7 +559,7 @@ def test_year_over_year_only_where_data_allow(fixture_tables):
 def test_ces_is_compared_when_present_and_noted_when_absent(fixture_tables):
     feedback, tickets = fixture_tables
     assert "ces_mean" not in set(kpis.shift_tests(feedback, tickets, PARAMS)["kpi"])
-    assert any(n.startswith("CES: not computed") for n in kpis.coverage_notes(feedback, tickets, PARAMS))
+    assert any(n.startswith("CES mean / CES top-2-box: not computed") for n in kpis.coverage_notes(feedback, tickets, PARAMS))
     # CES 1–7 follows the NPS answer (1 + nps·6/10), so persona "rise" gets easier.
     with_ces = feedback.with_columns(ces=(1 + pl.col("nps").cast(pl.Int32) * 6 // 10).cast(pl.Int8))
     tests = kpis.shift_tests(with_ces, tickets, PARAMS)
@@ -685,7 +685,7 @@ def test_demo_outputs_and_notes(demo_run):
     root, _, result, params = demo_run
     doc = json.loads((root / params.out_alerts).read_text(encoding="utf-8"))
     assert doc["schema_version"] == 1 and doc["n_tests"] == result.metrics["n_tests"]
-    assert kpis.read_alerts(root / params.out_alerts) == result.alerts
+    assert kpis.read_alerts(root / params.out_alerts) == result.alerts["alerts"]
     # 12 months of demo data: year over year is impossible, and the outputs say so.
     assert any(n.startswith("year over year: not computed") for n in doc["notes"])
     assert result.metrics["notes"] == " | ".join(doc["notes"]) and result.metrics["yoy_computed"] is False
