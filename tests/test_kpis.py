@@ -630,12 +630,13 @@ def test_alerts_document_is_stable_and_versioned(fixture_tables, tests_frame):
 @pytest.fixture(scope="module")
 def demo_run(tmp_path_factory):
     from pipelines import clean, demo
+    from pipelines.io import write_result
     from pipelines.params import load
 
     root = tmp_path_factory.mktemp("kpis-demo")
     project = load(Path(__file__).resolve().parent.parent / "params.yaml")
     demo.generate(project.demo.model_copy(update={"n_responses": 1500, "n_tickets": 600}), root)
-    clean.write(clean.run(project.clean, root), project.clean, root)
+    write_result(clean.run(project.clean, root), project.clean, root)
     truth = json.loads((root / project.demo.truth_path).read_text(encoding="utf-8"))
     # Stand-in topic assignments: the generator's own theme per response.
     themes = truth["themes"]
