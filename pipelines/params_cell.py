@@ -60,7 +60,7 @@ def type_name(annotation: Any) -> str:
     if origin in (typing.Union, types.UnionType):
         inner = [a for a in args if a is not type(None)]
         name = type_name(inner[0]) if len(inner) == 1 else "object"
-        return f"{name} | None" if type(None) in args else name
+        return f"Optional[{name}]" if type(None) in args else name  # papermill's parser reads Optional, not "| None"
     if origin is Literal:
         return type(args[0]).__name__
     if origin in (list, tuple) or annotation in (list, tuple):
@@ -107,8 +107,12 @@ def cell_source(stage: Stage, section: dict[str, Any]) -> str:
         choices = _choices(info.annotation)
         if choices and not all(c in text for c in choices):
             text = " | ".join(choices) + (f"; {text}" if text else "")
+        if "=" in text:  # papermill skips a line with a second "="
+            raise ValueError(f"pipelines/schema.py {schema.__name__}.{name}: its comment has '=', which papermill cannot parse")
         comment = f"  # {text}" if text else ""
         lines.append(f"{name}: {type_name(info.annotation)} = {value!r}{comment}")
+    if any(": Optional[" in line for line in lines):
+        lines.insert(0, "from typing import Optional")
     return HEADER.format(name=stage.name) + "\n".join(lines)
 
 
