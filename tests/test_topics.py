@@ -170,6 +170,7 @@ def first_run(demo_ws, base_params):
     return out
 
 
+@pytest.mark.slow  # BERTopic fits on the demo
 def test_topic_words_are_clean_japanese_and_english_words(first_run):
     table = first_run.topics.filter(pl.col("topic") != -1)
     words = [w for ws in table["words"].to_list() for w in ws]
@@ -186,6 +187,7 @@ def test_topic_words_are_clean_japanese_and_english_words(first_run):
     assert -1 <= m["coherence_npmi"] <= 1 and 0 < m["topic_diversity"] <= 1 and m["n_topics"] == len(table)
 
 
+@pytest.mark.slow  # BERTopic fits on the demo
 def test_researcher_curation_is_honoured(demo_ws, base_params, first_run):
     table = first_run.topics.filter(pl.col("topic") != -1).sort("size", descending=True)
     a, b = table["topic"][0], table["topic"][1]
@@ -200,6 +202,7 @@ def test_researcher_curation_is_honoured(demo_ws, base_params, first_run):
     assert metrics["stale_curation_ids"] == [998, 999]  # ids this run does not have: reported, not fatal
 
 
+@pytest.mark.slow  # BERTopic fits on the demo
 def test_a_codebook_theme_becomes_a_named_topic(demo_ws, base_params):
     guided = base_params.model_copy(update={
         "codebook": [topics.CodebookTheme(name="ログイン不具合", name_en="Login failures",
@@ -214,6 +217,7 @@ def test_a_codebook_theme_becomes_a_named_topic(demo_ws, base_params):
     assert sum(bool(about_login.search(t)) for t in members) / len(members) >= 0.8
 
 
+@pytest.mark.slow  # BERTopic fits on the demo
 def test_ids_labels_carry_over_to_a_run_with_changed_parameters(demo_ws, base_params, first_run):
     """The registry written by the first run maps a refit's topics back to the same ids."""
     table = first_run.topics.filter(pl.col("topic") != -1)
@@ -242,6 +246,7 @@ print(hashlib.sha1(a.select("verbatim_id", "topic").write_csv().encode()).hexdig
 """
 
 
+@pytest.mark.slow  # BERTopic fits on the demo
 def test_same_data_params_seed_give_identical_assignments_in_two_processes(demo_ws):
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     cmd = [sys.executable, "-c", _REPRO, str(ROOT / "params.yaml"), str(demo_ws)]
@@ -255,6 +260,7 @@ def test_same_data_params_seed_give_identical_assignments_in_two_processes(demo_
     assert outs[0] == outs[1]
 
 
+@pytest.mark.slow  # BERTopic fits on the demo
 def test_a_rerun_reads_umap_from_its_cache_with_identical_results(demo_ws, base_params):
     cold_params = base_params.model_copy(update={"out_registry": "none/registry.parquet", "umap_cache": "cache-test/umap.parquet"})
     cold = topics.run(cold_params, demo_ws)
@@ -297,6 +303,7 @@ def test_fit_sample_keeps_every_month_and_language_in_proportion():
     assert np.array_equal(topics.fit_sample(docs, 6000, seed=1), np.arange(5000))
 
 
+@pytest.mark.slow  # BERTopic fits on the demo
 def test_beyond_the_fit_sample_verbatims_go_where_the_saved_model_puts_them(demo_ws, base_params, tmp_path):
     from bertopic import BERTopic
 
