@@ -74,7 +74,12 @@ def write_dir(save: Callable[[Path], None], path: str | Path) -> Path:
         save(staging / path.name)
         if path.exists():
             os.rename(path, old)
-        os.rename(staging / path.name, path)
+        try:
+            os.rename(staging / path.name, path)
+        except OSError:
+            if old.exists():
+                os.rename(old, path)  # put the previous one back
+            raise
     finally:
         shutil.rmtree(staging, ignore_errors=True)
         shutil.rmtree(old, ignore_errors=True)

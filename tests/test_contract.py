@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from pipelines import io as kio
-from pipelines import params_cell, stages
+from pipelines import cli, params_cell, stages
 from pipelines.params import STAGES as NOTEBOOKS
 from pipelines.params import load
 from pipelines.stages import STAGES, result_field
@@ -91,8 +91,10 @@ def test_parameters_cells_are_generated_from_schema_and_params_yaml(tmp_path):
     cell.source = cell.source.replace("threads: int = 2", "threads: int = 4")
     nbformat.write(nb, path)
     assert params_cell.sync(tmp_path, ["embed", "topics"], check=True) == [STAGES["embed"].notebook]
-    assert params_cell.sync(tmp_path, ["embed"]) == [STAGES["embed"].notebook]
-    assert params_cell.sync(tmp_path, check=True) == []
+    assert cli.main(["--root", str(tmp_path), "params-cell", "--check"]) == 1
+    assert cli.main(["--root", str(tmp_path), "params-cell", "embed"]) == 0
+    assert cli.main(["--root", str(tmp_path), "params-cell", "--check"]) == 0
+    assert "threads: int = 2" in params_cell.parameters_cell(nbformat.read(path, as_version=4), path).source
 
 
 def test_parameters_cell_lines_carry_type_value_and_comment():
@@ -222,3 +224,25 @@ def test_write_result_refuses_a_result_that_does_not_match_the_params(tmp_path):
         kio.write_result(Partial(pl.DataFrame(), pl.DataFrame(), {}), SentimentParams(), tmp_path)
     with pytest.raises(TypeError, match="no writer for a set"):
         kio.write_value({1, 2}, tmp_path / "x")
+
+
+def test_write_result_takes_the_kpis_stage_result_by_its_output_names(tmp_path):
+    """kpis.run returns KpisResult(tests, monthly, drivers, alerts, metrics, plots): one writer call saves it."""
+    from pipelines.schema import KpisParams
+
+    @dataclasses.dataclass
+    class KpisShaped:
+        tests: pl.DataFrame
+        monthly: pl.DataFrame
+        drivers: pl.DataFrame
+        alerts: dict
+        metrics: dict
+        plots: list
+
+    frame = pl.DataFrame({"kpi": ["nps"], "diff": [12.5]})
+    params = KpisParams()
+    kio.write_result(KpisShaped(frame, frame, frame, {"schema_version": 1, "alerts": []}, {"n_tests": 1}, [{"period": "2026-01"}]),
+                     params, tmp_path)
+    assert json.loads((tmp_path / params.out_alerts).read_text()) == {"schema_version": 1, "alerts": []}
+    assert json.loads((tmp_path / params.plots_path).read_text()) == [{"period": "2026-01"}]
+    assert all(pl.read_parquet(tmp_path / p).equals(frame) for p in (params.out_tests, params.out_monthly, params.out_drivers))
