@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.koe-setup
 UV_VERSION := 0.13.8
 export PATH := $(BIN):$(PATH)
 
-.PHONY: setup demo test lab lock clean-outputs browser
+.PHONY: setup demo test test-fast lab lock clean-outputs browser
 
 setup: $(STAMP)
 
@@ -31,6 +31,10 @@ demo: setup
 
 test: setup browser
 	python -m pytest
+
+# Unit and contract tests: no end-to-end pipeline, no Monte-Carlo, no topic-model fits (tests marked slow).
+test-fast: setup
+	python -m pytest -m "not slow"
 
 # Headless Chromium drives the report and JupyterLab tests; the CJK font makes their screenshots readable.
 # Debian packages, installed once (root, or sudo).

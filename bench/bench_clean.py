@@ -43,11 +43,12 @@ def survey_params(root: Path):
 
 def run_koe(root: Path) -> dict:
     from pipelines import clean
+    from pipelines.io import write_result
 
     params = survey_params(root)
     start = time.perf_counter()
     result = clean.run(params, root)
-    clean.write(result, params, root)
+    write_result(result, params, root)
     wall = time.perf_counter() - start
     m = result.metrics
     return {"wall_s": wall, "rows_in": m["rows_in"], "verbatims": m["verbatims"], "verbatims_ok": m["verbatims_ok"],
@@ -60,6 +61,7 @@ def run_pandas(root: Path) -> dict:
     import pandas as pd
 
     from pipelines import clean
+    from pipelines.io import write_result
 
     params = survey_params(root)
     src = params.surveys[0]

@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 
 from pipelines import clean, demo, embed, params, topics
+from pipelines.io import write_result
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -34,27 +35,29 @@ def bench(n: int, workdir: Path) -> dict:
     p = params.load(ROOT / "params.yaml")
     demo.generate(p.demo.model_copy(update={"n_responses": n, "n_tickets": max(n // 2, 50)}), workdir)
     result = clean.run(p.clean, workdir)
-    clean.write(result, p.clean, workdir)
-    (table, m1), t_embed = _timed(lambda: embed.run(p.embed, workdir))
-    embed.write(table, m1, p.embed, workdir)
-    (_, m2), t_embed_warm = _timed(lambda: embed.run(p.embed, workdir))
+    write_result(result, p.clean, workdir)
+    embedded, t_embed = _timed(lambda: embed.run(p.embed, workdir))
+    write_result(embedded, p.embed, workdir)
+    m1 = embedded.metrics
+    warm, t_embed_warm = _timed(lambda: embed.run(p.embed, workdir))
+    m2 = warm.metrics
     out, t_topics = _timed(lambda: topics.run(p.topics, workdir))
-    topics.write(*out, p.topics, workdir)
+    write_result(out, p.topics, workdir)
     # A clustering change a researcher makes: larger smallest topic (reads UMAP's output from the cache).
     changed = p.topics.model_copy(update={"min_topic_share": p.topics.min_topic_share * 1.5})
     out2, t_rerun = _timed(lambda: topics.run(changed, workdir))
-    verbatims = out[5]["verbatims"]
-    agreement = _agreement(out[1], workdir)
+    verbatims = out.metrics["verbatims"]
+    agreement = _agreement(out.assignments, workdir)
     return {
         "responses": n, "verbatims": verbatims, "unique_texts": m1["texts"],
         "embed_s": round(t_embed, 1), "embed_texts_per_s": round(m1["embedded_now"] / t_embed),
         "embed_warm_s": round(t_embed_warm, 1), "embedded_on_warm_run": m2["embedded_now"],
         "topics_s": round(t_topics, 1), "topics_verbatims_per_s": round(verbatims / t_topics),
-        "fitted_verbatims": out[5]["fitted_verbatims"], "min_cluster_size": out[5]["min_cluster_size"],
-        "topics_rerun_s": round(t_rerun, 1), "rerun_umap_cache_hit": out2[5]["umap_cache_hit"],
+        "fitted_verbatims": out.metrics["fitted_verbatims"], "min_cluster_size": out.metrics["min_cluster_size"],
+        "topics_rerun_s": round(t_rerun, 1), "rerun_umap_cache_hit": out2.metrics["umap_cache_hit"],
         "rerun_share_of_cold": round(t_rerun / (t_embed + t_topics), 3),
-        "n_topics": out[5]["n_topics"], "outlier_share": out[5]["outlier_share"],
-        "coherence_npmi": out[5]["coherence_npmi"], "n_topics_rerun": out2[5]["n_topics"], **agreement,
+        "n_topics": out.metrics["n_topics"], "outlier_share": out.metrics["outlier_share"],
+        "coherence_npmi": out.metrics["coherence_npmi"], "n_topics_rerun": out2.metrics["n_topics"], **agreement,
         "peak_rss_gb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2, 2),  # whole process so far
     }
 

@@ -880,6 +880,8 @@ def clean_tickets(lines: list[str], source: TicketSource, file: str, params: Cle
 
 @dataclass
 class CleanResult:
+    """The stage's outputs, one field per params output (written by ``pipelines.io.write_result``)."""
+
     feedback: pl.DataFrame
     tickets: pl.DataFrame
     quarantine: pl.DataFrame
@@ -969,13 +971,3 @@ def run(params: CleanParams, root: str | Path = ".") -> CleanResult:
         "files": [r.as_dict() for r in reports],
     }
     return CleanResult(feedback, tickets, quarantine, metrics)
-
-
-def write(result: CleanResult, params: CleanParams, root: str | Path = ".") -> None:
-    from pipelines import io as kio
-
-    root = Path(root)
-    kio.write_parquet(result.feedback, root / params.out_feedback)
-    kio.write_parquet(result.tickets, root / params.out_tickets)
-    kio.write_parquet(result.quarantine, root / params.out_quarantine)
-    kio.write_json(result.metrics, root / params.metrics_path)

@@ -48,14 +48,35 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _check(args: argparse.Namespace) -> int:
-    from pipelines.params import STAGES, load, section
+    from pipelines.params import ParamsError, load, section
     from pipelines.runner import check_notebook_params
+    from pipelines.stages import STAGES, unmatched_inputs
 
     root = project_root(args.root)
     params = load(root / "params.yaml")
     for stage in STAGES:
         check_notebook_params(stage, root, section(params, stage))
-    print(f"{root / 'params.yaml'}: valid; every notebook's parameters match their params.yaml section")
+    problems = unmatched_inputs(params)
+    if problems:
+        raise ParamsError(f"{root / 'params.yaml'}: " + "; ".join(problems))
+    print(f"{root / 'params.yaml'}: valid; every notebook's parameters match their params.yaml section, "
+          f"every input is an earlier stage's output")
+    return 0
+
+
+def _params_cell(args: argparse.Namespace) -> int:
+    from pipelines.params import load
+    from pipelines.params_cell import sync
+
+    root = project_root(args.root)
+    load(root / "params.yaml")  # an invalid params.yaml is named as such, not as a notebook problem
+    differ = sync(root, args.stages or None, check=args.check)
+    if args.check:
+        for nb in differ:
+            print(f"koe: {nb}: the parameters cell differs from pipelines/schema.py + params.yaml; run `koe params-cell`",
+                  file=sys.stderr)
+        return 1 if differ else 0
+    print(f"parameters cells rewritten: {', '.join(differ) or 'none, all up to date'}")
     return 0
 
 
@@ -83,6 +104,10 @@ def main(argv: list[str] | None = None) -> int:
     p.set_defaults(func=_run)
     p = sub.add_parser("check", help="validate params.yaml against the schema and the notebooks")
     p.set_defaults(func=_check)
+    p = sub.add_parser("params-cell", help="write each stage notebook's parameters cell from the schema and params.yaml")
+    p.add_argument("stages", nargs="*", metavar="STAGE", help="default: every stage")
+    p.add_argument("--check", action="store_true", help="change nothing; exit 1 when a notebook's cell differs")
+    p.set_defaults(func=_params_cell)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="koe: %(message)s", stream=sys.stderr)
     try:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -97,7 +98,15 @@ def vectors_dim(frame: pl.DataFrame) -> int:
     return dtype.size if isinstance(dtype, pl.Array) else len(frame["vector"][0])
 
 
-def run(params: EmbedParams, root: str | Path = ".") -> tuple[pl.DataFrame, dict]:
+@dataclass
+class EmbedResult:
+    """The stage's outputs, one field per params output (written by ``pipelines.io.write_result``)."""
+
+    embeddings: pl.DataFrame
+    metrics: dict
+
+
+def run(params: EmbedParams, root: str | Path = ".") -> EmbedResult:
     root = Path(root)
     feedback = pl.read_parquet(root / params.in_feedback)
     texts = texts_to_embed(feedback)
@@ -113,12 +122,4 @@ def run(params: EmbedParams, root: str | Path = ".") -> tuple[pl.DataFrame, dict
         "backend": params.backend,
         "model_id": model_id(params.backend, params.model),
     }
-    return table, metrics
-
-
-def write(table: pl.DataFrame, metrics: dict, params: EmbedParams, root: str | Path = ".") -> None:
-    from pipelines import io as kio
-
-    root = Path(root)
-    kio.write_parquet(table, root / params.out_embeddings)
-    kio.write_json(metrics, root / params.metrics_path)
+    return EmbedResult(table, metrics)

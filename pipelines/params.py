@@ -8,17 +8,11 @@ import yaml
 from pydantic import ValidationError
 
 from pipelines.schema import KoeParams
+from pipelines.stages import STAGE_LIST
 
 
-# Stage name → notebook that runs it (executed copies go to reports/notebooks/).
-STAGES: dict[str, str] = {
-    "clean": "notebooks/01_clean.ipynb",
-    "embed": "notebooks/02_embed.ipynb",
-    "topics": "notebooks/03_topics.ipynb",
-    "kpis": "notebooks/04_kpis.ipynb",
-    "sentiment": "notebooks/06_sentiment.ipynb",
-    "report": "notebooks/05_report.ipynb",
-}
+# Stage name → notebook that runs it, in DAG order (kept for callers of this name; pipelines.stages is the registry).
+STAGES: dict[str, str] = {s.name: s.notebook for s in STAGE_LIST}
 
 
 class ParamsError(ValueError):

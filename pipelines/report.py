@@ -1,6 +1,6 @@
 """Report stage: the stakeholder page's sections as HTML fragments and seaborn charts.
 
-The report notebook calls these and displays the results; ``render_html`` turns the
+The report notebook calls these and displays the results; ``run`` turns the
 executed notebook into one self-contained HTML file with no code and no external requests.
 Every verbatim and every label derived from data is HTML-escaped here.
 """
@@ -590,12 +590,10 @@ def embedded_font_css(text: str) -> str:
             f'src: url(data:font/woff;base64,{data}) format("woff"); }}</style>')
 
 
-def render_html(executed_notebook: str | Path, out_html: str | Path, lang: str = "ja") -> Path:
-    """Executed report notebook → one self-contained HTML file: no code, no external requests."""
+def html_page(executed_notebook: str | Path, lang: str = "ja") -> str:
+    """Executed report notebook → one self-contained HTML page: no code, no external requests."""
     import nbformat
     from nbconvert import HTMLExporter
-
-    from pipelines import io as kio
 
     nb = nbformat.read(str(executed_notebook), as_version=4)
     # Warnings and logs are for the researcher's copy, not the stakeholder's page.
@@ -609,5 +607,20 @@ def render_html(executed_notebook: str | Path, out_html: str | Path, lang: str =
     exporter.exclude_output_prompt = True
     nb.metadata["title"] = nb.metadata.get("title") or "koe report"
     body, _ = exporter.from_notebook_node(nb, resources={"language_code": lang})
-    body = body.replace("</head>", embedded_font_css(body) + "\n</head>", 1)
-    return kio.write_text(body, out_html)
+    return body.replace("</head>", embedded_font_css(body) + "\n</head>", 1)
+
+
+# ------------------------------------------------------------------ the stage contract
+
+@dataclass
+class ReportResult:
+    """The stage's output (``out_html``), written by ``pipelines.io.write_result``."""
+
+    html: str
+
+
+def run(params: ReportParams, root: str | Path = ".", notebook: str | Path | None = None) -> ReportResult:
+    """The stakeholder page from the executed report notebook (default: the stage's executed copy under ``root``)."""
+    from pipelines.stages import STAGES
+
+    return ReportResult(html_page(notebook or Path(root) / STAGES["report"].executed, params.lang))

@@ -6,7 +6,8 @@ import logging
 import os
 from pathlib import Path
 
-from pipelines.params import STAGES, ParamsError, load, section
+from pipelines import stages
+from pipelines.params import ParamsError, load, section
 
 log = logging.getLogger("koe")
 
@@ -23,27 +24,28 @@ def check_notebook_params(stage: str, root: Path, values: dict) -> None:
     """The notebook's parameters and the params.yaml section must be the same names (papermill only warns)."""
     import papermill
 
-    declared = set(papermill.inspect_notebook(str(root / STAGES[stage])))
+    notebook = stages.get(stage).notebook
+    declared = set(papermill.inspect_notebook(str(root / notebook)))
     unknown, missing = sorted(set(values) - declared), sorted(declared - set(values))
     if unknown or missing:
         raise ParamsError(
-            f"params.yaml section {stage!r} and {STAGES[stage]} disagree: "
+            f"params.yaml section {stage!r} and {notebook} disagree: "
             f"not in the notebook: {unknown or '-'}; not in params.yaml: {missing or '-'}"
         )
 
 
-def run_stage(stage: str, root: str | Path = ".", out_dir: str = "reports/notebooks") -> Path:
+def run_stage(stage: str, root: str | Path = ".", out_dir: str = stages.EXECUTED_DIR) -> Path:
     """Execute the stage notebook; the executed copy replaces the previous one only on success."""
     import papermill
     from papermill.exceptions import PapermillExecutionError
 
     root = Path(root).resolve()
-    if stage not in STAGES:
-        raise ParamsError(f"unknown stage {stage!r}; stages are {', '.join(STAGES)}")
+    if stage not in stages.STAGES:
+        raise ParamsError(f"unknown stage {stage!r}; stages are {', '.join(stages.STAGES)}")
     params = load(root / "params.yaml")
     values = section(params, stage)
     check_notebook_params(stage, root, values)
-    notebook = root / STAGES[stage]
+    notebook = root / stages.STAGES[stage].notebook
     target_dir = root / out_dir
     target_dir.mkdir(parents=True, exist_ok=True)
     running = target_dir / f".{notebook.stem}.running.ipynb"
@@ -67,9 +69,9 @@ def run_stage(stage: str, root: str | Path = ".", out_dir: str = "reports/notebo
     executed = target_dir / notebook.name
     os.replace(running, executed)
     failed.unlink(missing_ok=True)
-    if stage == "report":
-        from pipelines.report import render_html
+    if stage == "report":  # the page is made from the executed notebook, so after it
+        from pipelines import io as kio, report
 
-        html = render_html(executed, root / params.report.out_html, lang=params.report.lang)
-        log.info("report written to %s", html.relative_to(root))
+        kio.write_result(report.run(params.report, root, notebook=executed), params.report, root)
+        log.info("report written to %s", params.report.out_html)
     return executed

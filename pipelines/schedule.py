@@ -34,7 +34,8 @@ import yaml
 from pipelines import kpi_registry
 from pipelines.kpis import read_alerts
 from pipelines import io as kio
-from pipelines.params import STAGES, KoeParams, load
+from pipelines.params import KoeParams, load
+from pipelines.stages import STAGE_LIST
 
 log = logging.getLogger("koe")
 
@@ -248,15 +249,14 @@ def headline(ws: Path, params: KoeParams) -> list[dict]:
 
 
 def assemble(ws: Path, params: KoeParams, stage_dir: Path, record: dict) -> None:
-    """Copy the run's report, executed notebooks, metrics, plots and alerts into the staging folder."""
+    """Copy the run's report, every stage's executed notebook, metrics and plots, and the alerts into the staging folder."""
     shutil.copy2(ws / params.report.out_html, stage_dir / "report.html")
     (stage_dir / "notebooks").mkdir()
-    for nb in STAGES.values():
-        shutil.copy2(ws / "reports/notebooks" / Path(nb).name, stage_dir / "notebooks" / Path(nb).name)
     (stage_dir / "metrics").mkdir()
-    for rel in (params.clean.metrics_path, params.embed.metrics_path, params.topics.metrics_path, params.kpis.metrics_path):
-        shutil.copy2(ws / rel, stage_dir / "metrics" / Path(rel).name)
-    shutil.copy2(ws / params.kpis.plots_path, stage_dir / "metrics" / Path(params.kpis.plots_path).name)
+    for stage in STAGE_LIST:
+        shutil.copy2(ws / stage.executed, stage_dir / "notebooks" / Path(stage.executed).name)
+        for rel in stage.paths(params, tuple(k for k in stage.outputs if k in ("metrics_path", "plots_path"))).values():
+            shutil.copy2(ws / rel, stage_dir / "metrics" / Path(rel).name)
     shutil.copy2(ws / params.kpis.out_alerts, stage_dir / "alerts.json")
     record["files"] = {str(p.relative_to(stage_dir)): _sha256(p) for p in sorted(stage_dir.rglob("*")) if p.is_file()}
     kio.write_json(record, stage_dir / "run.json")

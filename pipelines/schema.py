@@ -311,7 +311,7 @@ class SentimentParams(StrictModel):
     alpha: float = Field(0.05, gt=0, lt=1)  # intervals at 1 − alpha
     min_n: int = Field(30, ge=1)  # fewer labelled verbatims → flagged "too few to tell"
     segments: list[str] = ["persona", "channel", "product", "journey"]
-    threads: int = Field(2, ge=1)  # onnxruntime intra-op threads = number of cores
+    threads: int = Field(2, ge=1)  # onnxruntime intra-op threads: the number of cores
 
 
 # ------------------------------------------------------------------ report

@@ -258,6 +258,8 @@ def read_labelled(path: str | Path) -> pl.DataFrame:
 
 @dataclass
 class SentimentResult:
+    """The stage's outputs, one field per params output (written by ``pipelines.io.write_result``)."""
+
     verbatims: pl.DataFrame
     tickets: pl.DataFrame
     net: pl.DataFrame
@@ -294,14 +296,3 @@ def run(params: SentimentParams, root: str | Path = ".", scorers: Scorers | None
         },
     }
     return SentimentResult(scored, tickets, net, metrics)
-
-
-def write(result: SentimentResult, params: SentimentParams, root: str | Path = ".") -> None:
-    from pipelines import io as kio
-
-    root = Path(root)
-    kio.write_parquet(result.verbatims, root / params.out_verbatims)
-    kio.write_parquet(result.tickets, root / params.out_tickets)
-    kio.write_parquet(result.net, root / params.out_net)
-    kio.write_json(result.metrics, root / params.metrics_path)
-

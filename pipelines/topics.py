@@ -28,11 +28,14 @@ outlier strategy. Topic ids are stable across runs: each run's topics are matche
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import polars as pl
 
+from pipelines.io import saved_with
 from pipelines.schema import STOP_WORDS_JA, BOILERPLATE_JA, STOP_WORDS_EN_EXTRA, CodebookTheme, TopicsParams  # noqa: F401  (re-exported)
 
 _KEEP_POS = {"名詞", "動詞", "形容詞"}
@@ -136,16 +139,14 @@ class CachedUMAP:
         frame = pl.read_parquet(self.path)
         return {k[0]: g.drop("key").to_numpy().astype(np.float32) for k, g in frame.group_by("key", maintain_order=True)}
 
-    def _save(self) -> None:
-        from pipelines import io as kio
-
-        if self.path is None:
-            return
-        frames = [
+    def frame(self) -> pl.DataFrame | None:
+        """This run's entries as the cache file's table (None when there is no cache file to keep)."""
+        if self.path is None or not self._entries:
+            return None
+        return pl.concat([
             pl.DataFrame(np.asarray(v, dtype=np.float32), schema=[f"x{i}" for i in range(v.shape[1])]).with_columns(pl.lit(k).alias("key"))
             for k, v in self._entries.items()
-        ]
-        kio.write_parquet(pl.concat(frames), self.path)
+        ])
 
     def fit_transform(self, x: np.ndarray, y=None) -> np.ndarray:
         key = self._key(x, "fit")
@@ -156,7 +157,6 @@ class CachedUMAP:
             return stored[key]
         reduced = np.asarray(self.umap.fit_transform(x, y=y), dtype=np.float32)
         self._fitted, self._entries = True, {key: reduced}
-        self._save()
         return reduced
 
     def fit(self, x: np.ndarray, y=None):
@@ -174,7 +174,6 @@ class CachedUMAP:
                     self.umap.fit(self._fit_x)
                     self._fitted = True
                 self._entries[key] = np.asarray(self.umap.transform(x), dtype=np.float32)
-                self._save()
         return self._entries[key]
 
 
@@ -567,7 +566,26 @@ def registry_update(registry: pl.DataFrame | None, matching: pl.DataFrame, cents
     return now.sort("topic")
 
 
-def run(params: TopicsParams, root: str | Path = "."):
+def save_model(model, folder: Path) -> None:
+    """BERTopic's safetensors save (no embedding model: the embeddings come from the embed stage)."""
+    model.save(folder, serialization="safetensors", save_ctfidf=True, save_embedding_model=False)
+
+
+@dataclass
+class TopicsResult:
+    """The stage's outputs, one field per params output (written by ``pipelines.io.write_result``)."""
+
+    assignments: pl.DataFrame
+    topics: pl.DataFrame
+    over_time: pl.DataFrame
+    by_segment: pl.DataFrame
+    registry: pl.DataFrame  # this run's topics and the earlier runs' retired ones: next run's ids
+    model: Any = saved_with(save_model)  # BERTopic, saved as a folder
+    metrics: dict
+    umap_cache: pl.DataFrame | None = None  # UMAP's output of this fit (None: no cache file)
+
+
+def run(params: TopicsParams, root: str | Path = ".") -> TopicsResult:
     root = Path(root)
     feedback = pl.read_parquet(root / params.in_feedback)
     embeddings = pl.read_parquet(root / params.in_embeddings)
@@ -623,8 +641,11 @@ def run(params: TopicsParams, root: str | Path = "."):
         "stale_curation_ids": sorted(set(stale)),  # merges/labels naming topic ids this run does not have
         "emerging_topics": table.filter(pl.col("emerging"))["label"].to_list(),
     }
-    model._koe_registry = registry_update(registry, matching, cents, table)
-    return model, assignments, table, over_time(assignments), by_segment(assignments), metrics
+    return TopicsResult(
+        assignments=assignments, topics=table, over_time=over_time(assignments), by_segment=by_segment(assignments),
+        registry=registry_update(registry, matching, cents, table), model=model, metrics=metrics,
+        umap_cache=model.umap_model.frame(),
+    )
 
 
 def _doc_similarity(vectors: np.ndarray, topics: np.ndarray, cents: dict[int, np.ndarray]) -> np.ndarray:
@@ -634,30 +655,3 @@ def _doc_similarity(vectors: np.ndarray, topics: np.ndarray, cents: dict[int, np
         m = topics == t
         out[m] = vectors[m] @ c
     return out
-
-
-def write(model, assignments, table, time_table, segment_table, metrics, params: TopicsParams, root: str | Path = ".") -> None:
-    import shutil
-    import tempfile
-
-    from pipelines import io as kio
-
-    root = Path(root)
-    kio.write_parquet(assignments, root / params.out_assignments)
-    kio.write_parquet(table, root / params.out_topics)
-    kio.write_parquet(time_table, root / params.out_over_time)
-    kio.write_parquet(segment_table, root / params.out_by_segment)
-    registry = getattr(model, "_koe_registry", None)
-    if registry is not None:
-        kio.write_parquet(registry, root / params.out_registry)
-    target = root / params.model_dir
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".model.", dir=target.parent))
-    try:
-        model.save(staging / "model", serialization="safetensors", save_ctfidf=True, save_embedding_model=False)
-        if target.exists():
-            shutil.rmtree(target)
-        (staging / "model").rename(target)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    kio.write_json(metrics, root / params.metrics_path)

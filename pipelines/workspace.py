@@ -22,20 +22,10 @@ import yaml
 
 from pipelines.params import KoeParams, load
 from pipelines.paths import project_root
+from pipelines.stages import STAGE_LIST, STAGES
 
-# name → (stage, the stage's params key holding the output's path)
-OUTPUTS: dict[str, tuple[str, str]] = {
-    "feedback": ("clean", "out_feedback"),
-    "tickets": ("clean", "out_tickets"),
-    "quarantine": ("clean", "out_quarantine"),
-    "embeddings": ("embed", "out_embeddings"),
-    "assignments": ("topics", "out_assignments"),
-    "topics": ("topics", "out_topics"),
-    "topics_over_time": ("topics", "out_over_time"),
-    "topics_by_segment": ("topics", "out_by_segment"),
-    "kpi_tests": ("kpis", "out_tests"),
-    "kpi_monthly": ("kpis", "out_monthly"),
-}
+# name → (stage, the stage's params key holding the output's path): every table pipelines.stages declares
+OUTPUTS: dict[str, tuple[str, str]] = {name: (s.name, key) for s in STAGE_LIST for name, key in s.tables.items()}
 ALIASES = {"clean": "feedback", "kpis": "kpi_tests", "over_time": "topics_over_time", "by_segment": "topics_by_segment"}
 
 
@@ -127,7 +117,8 @@ class Workspace:
             plain = lambda v: json.loads(json.dumps(v, default=str))  # YAML int keys vs JSON string keys
             changed = _changed_keys(plain(used), plain(current), stage) if used is not None else None
         metrics_path = self.root / getattr(self.params, stage).metrics_path
-        notebook = next(iter(sorted((self.root / "reports/notebooks").glob(f"[0-9]*_{stage}.ipynb"))), None)
+        notebook = self.root / STAGES[stage].executed
+        notebook = notebook if notebook.is_file() else None
         return RunInfo(
             name=name, stage=stage, path=path,
             modified=datetime.fromtimestamp(path.stat().st_mtime, tz=timezone.utc),

@@ -1,6 +1,6 @@
 """Session fixtures shared by the end-to-end tests: one small demo through `dvc repro` in a temporary workspace,
 built once per session (test_pipeline, test_browser, test_schedule, test_lab and test_workspace read it; a test
-that changes it works on a copy or runs last). The tests never write into the project's own data/ or reports/.
+that changes it works on a copy). The tests never write into the project's own data/ or reports/.
 """
 
 from __future__ import annotations

@@ -113,6 +113,7 @@ def _draw_nps(rng: np.random.Generator, n: int, p_pro: float, p_det: float) -> n
     return np.repeat([10, 8, 0], counts)
 
 
+@pytest.mark.slow  # Monte-Carlo
 def test_nps_wald_interval_agrees_with_bootstrap():
     rng = np.random.default_rng(7)
     scores = _draw_nps(rng, 400, 0.45, 0.25)
@@ -121,6 +122,7 @@ def test_nps_wald_interval_agrees_with_bootstrap():
     assert wald == pytest.approx(boot, abs=1.5)  # NPS points
 
 
+@pytest.mark.slow  # Monte-Carlo
 def test_nps_difference_interval_agrees_with_two_sample_bootstrap():
     rng = np.random.default_rng(11)
     a, b = _draw_nps(rng, 300, 0.4, 0.3), _draw_nps(rng, 300, 0.5, 0.2)
@@ -135,6 +137,7 @@ def test_nps_difference_interval_agrees_with_two_sample_bootstrap():
     assert res.ci_high == pytest.approx(boot.confidence_interval.high, abs=2.0)
 
 
+@pytest.mark.slow  # Monte-Carlo
 def test_nps_wald_and_adjusted_wald_coverage_near_nominal():
     rng = np.random.default_rng(5)
     true_nps, hits_wald, hits_adj, reps = 100 * (0.45 - 0.25), 0, 0, 1000
@@ -154,6 +157,7 @@ def test_nps_wald_and_adjusted_wald_coverage_near_nominal():
 # ---------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # Monte-Carlo
 def test_bh_false_discovery_proportion_below_q():
     # 100 cells with no shift + 50 with a 25-point NPS rise, n = 200 per period, 50 runs.
     # Expected FDR under BH is q·m0/m = 0.033; measured mean FDP is asserted ≤ q.
@@ -176,6 +180,7 @@ def test_bh_false_discovery_proportion_below_q():
     assert np.mean(powers) > 0.5  # the procedure does find real shifts
 
 
+@pytest.mark.slow  # Monte-Carlo
 def test_planted_shift_of_reported_mde_is_found_80_percent_of_the_time():
     # As a user would: compare two periods with no shift, read the MDE the report gives, then
     # plant a shift of exactly that size in fresh data and test it. Each replication reads its
@@ -479,6 +484,7 @@ def test_its_poisson_counts_give_rate_ratio():
     assert slope.effect_size_kind == "rate_ratio_per_month"
 
 
+@pytest.mark.slow  # Monte-Carlo
 def test_its_false_positive_rate_is_controlled_on_short_series():
     # 12 monthly means of white noise: Newey–West alone rejects ~20 % at 5 % on such short
     # series; the max(HAC, classical) error keeps the test at or below its nominal size.
@@ -494,6 +500,7 @@ def test_its_false_positive_rate_is_controlled_on_short_series():
     assert rate <= 0.07  # binomial SE ≈ 0.009
 
 
+@pytest.mark.slow  # Monte-Carlo
 def test_its_level_change_of_reported_mde_is_found_80_percent_of_the_time():
     # Per replication: read the level MDE reported for a no-change 12-month series, plant a
     # level change of that size in a fresh series, and test it at alpha. With 8 residual df
@@ -630,12 +637,13 @@ def test_alerts_document_is_stable_and_versioned(fixture_tables, tests_frame):
 @pytest.fixture(scope="module")
 def demo_run(tmp_path_factory):
     from pipelines import clean, demo
+    from pipelines.io import write_result
     from pipelines.params import load
 
     root = tmp_path_factory.mktemp("kpis-demo")
     project = load(Path(__file__).resolve().parent.parent / "params.yaml")
     demo.generate(project.demo.model_copy(update={"n_responses": 1500, "n_tickets": 600}), root)
-    clean.write(clean.run(project.clean, root), project.clean, root)
+    write_result(clean.run(project.clean, root), project.clean, root)
     truth = json.loads((root / project.demo.truth_path).read_text(encoding="utf-8"))
     # Stand-in topic assignments: the generator's own theme per response.
     themes = truth["themes"]

@@ -16,19 +16,25 @@ import pytest
 import yaml
 
 from conftest import ROOT, _run
+from pipelines.stages import STAGES
 
 pytestmark = pytest.mark.slow
 
 
 # The session fixtures (workspace, truth, report_html) live in conftest.py: the report and scheduled-run tests
-# share the same small demo workspace, so the pipeline runs once per session.
+# share the same small demo workspace, so the pipeline runs once per session. A test that changes it works on a copy.
+
+
+def _copy(workspace: Path, dest: Path) -> Path:
+    shutil.copytree(workspace, dest, symlinks=True)
+    return dest
 
 
 def test_every_stage_ran_and_wrote_its_outputs(workspace):
     log = (workspace / "first-repro.log").read_text(encoding="utf-8")
     for stage in ("clean", "embed", "topics", "kpis", "sentiment", "report"):
         assert f"Running stage '{stage}'" in log
-        assert (workspace / "reports/notebooks").glob(f"*_{stage}.ipynb")
+        assert (workspace / STAGES[stage].executed).is_file()
     for rel in ("data/clean/feedback.parquet", "data/embed/embeddings.parquet", "data/topics/topics.parquet",
                 "data/kpis/tests.parquet", "reports/alerts.json", "reports/metrics/kpis.json", "reports/report.html"):
         assert (workspace / rel).is_file(), rel
@@ -151,8 +157,7 @@ def test_nbval_verifies_every_notebook(workspace, tmp_path):
 
     In a copy of the workspace: nbval re-executes the stages, which rewrites their outputs.
     """
-    copy = tmp_path / "nbval-workspace"
-    shutil.copytree(workspace, copy, symlinks=True)
+    copy = _copy(workspace, tmp_path / "nbval-workspace")
     notebooks = sorted(str(p) for p in (copy / "reports/notebooks").glob("0*.ipynb"))
     assert len(notebooks) == 6
     sanitize = ROOT / "tests" / "nbval_sanitize.cfg"
@@ -192,9 +197,12 @@ def test_kpis_drivers_rank_the_login_topic_first_and_alerts_are_versioned(worksp
     assert any(n.startswith("year over year: not computed") for n in alerts["notes"])
 
 
-# Last: it changes the workspace.
-def test_a_topic_parameter_reruns_topics_and_downstream_only(workspace, truth):
-    """Researcher curation pinned in params.yaml is honoured by `dvc repro`, and topic ids survive the refit."""
+def test_a_topic_parameter_reruns_topics_and_downstream_only(workspace, tmp_path):
+    """Researcher curation pinned in params.yaml is honoured by `dvc repro`, and topic ids survive the refit.
+
+    On a copy of the session workspace: later test files read the original.
+    """
+    workspace = _copy(workspace, tmp_path / "curated")
     before = pl.read_parquet(workspace / "data/topics/topics.parquet").filter(pl.col("topic") != -1)
     login = before.filter(pl.col("emerging"))["topic"][0]
     small = before.filter(pl.col("topic") != login).sort("size")["topic"].to_list()[:2]

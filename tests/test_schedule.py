@@ -16,6 +16,7 @@ from conftest import BIN, ROOT, _run
 from pipelines import schedule
 from pipelines.kpis import read_alerts
 from pipelines.params import load
+from pipelines.stages import STAGE_LIST
 
 AS_OF = "2026-11-01"  # the demo's data end in October 2026
 
@@ -38,8 +39,10 @@ def first_run(workspace):
 def test_run_publishes_the_window_and_the_index(workspace, first_run):
     proc, params_before = first_run
     run_dir = workspace / "reports/runs" / AS_OF
-    notebooks = [f"notebooks/{n}.ipynb" for n in ("01_clean", "02_embed", "03_topics", "04_kpis", "05_report")]
-    for rel in ("report.html", "alerts.json", "run.json", "run.log", "metrics/kpis.json", "metrics/clean.json", *notebooks):
+    notebooks = [f"notebooks/{Path(s.notebook).name}" for s in STAGE_LIST]
+    metrics = ["metrics/clean.json", "metrics/embed.json", "metrics/topics.json", "metrics/kpis.json", "metrics/nps_monthly.json",
+               "metrics/sentiment.json"]
+    for rel in ("report.html", "alerts.json", "run.json", "run.log", *metrics, *notebooks):
         assert (run_dir / rel).is_file(), rel
     alerts = read_alerts(run_dir / "alerts.json")
     assert proc.returncode == (schedule.EXIT_ALERTS if alerts else schedule.EXIT_OK)

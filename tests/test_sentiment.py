@@ -17,6 +17,7 @@ import pytest
 from pipelines import clean, demo, kpis
 from pipelines import params as kparams
 from pipelines import sentiment as s
+from pipelines.io import write_result
 
 ROOT = Path(__file__).resolve().parent.parent
 LABELLED = ROOT / "tests" / "fixtures" / "sentiment" / "labelled.csv"
@@ -120,7 +121,7 @@ def demo_stage(tmp_path_factory, scorers):
     demo.generate(p.demo.model_copy(update={"n_responses": 800, "n_tickets": 50}), root)
     truth = json.loads((root / p.demo.truth_path).read_text(encoding="utf-8"))
     cleaned = clean.run(p.clean, root)
-    clean.write(cleaned, p.clean, root)  # the stage also scores data/clean/tickets.parquet
+    write_result(cleaned, p.clean, root)  # the stage also scores data/clean/tickets.parquet
     feedback = cleaned.feedback.filter(pl.col("text_status") == "ok")
     theme_id = {t: i for i, t in enumerate(truth["themes"])}
     assignments = feedback.with_columns(
@@ -130,7 +131,7 @@ def demo_stage(tmp_path_factory, scorers):
     assignments.write_parquet(root / "assignments.parquet")
     cfg = s.SentimentParams(in_assignments="assignments.parquet")
     result = s.run(cfg, root, scorers)
-    s.write(result, cfg, root)
+    write_result(result, cfg, root)
     return root, cfg, result, truth
 
 

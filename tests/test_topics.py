@@ -13,6 +13,7 @@ import polars as pl
 import pytest
 
 from pipelines import demo, topics
+from pipelines.io import write_result, write_value
 from pipelines.topics import STOP_WORDS_JA, BOILERPLATE_JA, Tokenizer, TopicsParams, emerging, over_time, topic_diversity
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -150,10 +151,8 @@ def demo_ws(tmp_path_factory):
     ws = tmp_path_factory.mktemp("topics-ws")
     p = params.load(ROOT / "params.yaml")
     demo.generate(p.demo.model_copy(update={"n_responses": N_DEMO, "n_tickets": 20}), ws)
-    result = clean.run(p.clean, ws)
-    clean.write(result, p.clean, ws)
-    table, metrics = embed.run(p.embed, ws)
-    embed.write(table, metrics, p.embed, ws)
+    write_result(clean.run(p.clean, ws), p.clean, ws)
+    write_result(embed.run(p.embed, ws), p.embed, ws)
     return ws
 
 
@@ -167,12 +166,13 @@ def base_params():
 @pytest.fixture(scope="module")
 def first_run(demo_ws, base_params):
     out = topics.run(base_params, demo_ws)
-    topics.write(*out, base_params, demo_ws)
+    write_result(out, base_params, demo_ws)
     return out
 
 
+@pytest.mark.slow  # BERTopic fits on the demo
 def test_topic_words_are_clean_japanese_and_english_words(first_run):
-    table = first_run[2].filter(pl.col("topic") != -1)
+    table = first_run.topics.filter(pl.col("topic") != -1)
     words = [w for ws in table["words"].to_list() for w in ws]
     assert words
     particles = {"の", "が", "に", "て", "は", "を", "で", "と", "も", "です", "ます", "た", "ね", "よ"}
@@ -183,29 +183,33 @@ def test_topic_words_are_clean_japanese_and_english_words(first_run):
     assert not {"ve", "the", "and", "couldn", "困る", "本当"} & set(words)
     assert all(r["label"] and r["label_en"] for r in table.iter_rows(named=True))
     assert all(3 <= len(x) <= 5 for x in table["examples"].to_list())
-    m = first_run[5]
+    m = first_run.metrics
     assert -1 <= m["coherence_npmi"] <= 1 and 0 < m["topic_diversity"] <= 1 and m["n_topics"] == len(table)
 
 
+@pytest.mark.slow  # BERTopic fits on the demo
 def test_researcher_curation_is_honoured(demo_ws, base_params, first_run):
-    table = first_run[2].filter(pl.col("topic") != -1).sort("size", descending=True)
+    table = first_run.topics.filter(pl.col("topic") != -1).sort("size", descending=True)
     a, b = table["topic"][0], table["topic"][1]
     curated = base_params.model_copy(update={
         "merges": [[a, b], [998, 999]], "labels": {a: "使い方と価格", 999: "消えたトピック"}, "labels_en": {a: "Usage and price"},
     })
-    _, assign, t2, *_, metrics = topics.run(curated, demo_ws)
+    r = topics.run(curated, demo_ws)
+    assign, t2, metrics = r.assignments, r.topics, r.metrics
     rows = {r["topic"]: r for r in t2.iter_rows(named=True)}
     assert b not in rows and rows[a]["label"] == "使い方と価格" and rows[a]["label_en"] == "Usage and price"
     assert rows[a]["size"] == int((assign["topic"] == a).sum()) == int(table["size"][0] + table["size"][1])
     assert metrics["stale_curation_ids"] == [998, 999]  # ids this run does not have: reported, not fatal
 
 
+@pytest.mark.slow  # BERTopic fits on the demo
 def test_a_codebook_theme_becomes_a_named_topic(demo_ws, base_params):
     guided = base_params.model_copy(update={
         "codebook": [topics.CodebookTheme(name="ログイン不具合", name_en="Login failures",
                                           seed_words=["ログイン", "できない", "アップデート", "login"])],
     })
-    _, assign, t2, *_ = topics.run(guided, demo_ws)
+    r = topics.run(guided, demo_ws)
+    assign, t2 = r.assignments, r.topics
     login = t2.filter(pl.col("codebook") == "ログイン不具合")
     assert len(login) == 1 and login["label"][0] == "ログイン不具合" and login["label_en"][0] == "Login failures"
     members = assign.filter(pl.col("topic") == login["topic"][0])["text"].to_list()
@@ -213,13 +217,15 @@ def test_a_codebook_theme_becomes_a_named_topic(demo_ws, base_params):
     assert sum(bool(about_login.search(t)) for t in members) / len(members) >= 0.8
 
 
+@pytest.mark.slow  # BERTopic fits on the demo
 def test_ids_labels_carry_over_to_a_run_with_changed_parameters(demo_ws, base_params, first_run):
     """The registry written by the first run maps a refit's topics back to the same ids."""
-    table = first_run[2].filter(pl.col("topic") != -1)
+    table = first_run.topics.filter(pl.col("topic") != -1)
     labelled = {t: f"テーマ{t}" for t in table["topic"].to_list()}
     changed = base_params.model_copy(update={"min_cluster_size": base_params.min_cluster_size + 2, "labels": labelled})
-    _, assign, t2, *_ = topics.run(changed, demo_ws)
-    before = first_run[1].select("verbatim_id", pl.col("topic").alias("before"))
+    r = topics.run(changed, demo_ws)
+    assign, t2 = r.assignments, r.topics
+    before = first_run.assignments.select("verbatim_id", pl.col("topic").alias("before"))
     joined = assign.join(before, on="verbatim_id")
     assert (joined["topic"] == joined["before"]).mean() >= 0.8  # same verbatims, same ids
     kept = t2.filter((pl.col("topic") != -1) & ~pl.col("new"))
@@ -233,12 +239,14 @@ import hashlib, sys
 from pipelines import params, topics
 # No registry and a cache of its own: each process fits from scratch.
 p = params.load(sys.argv[1]).topics.model_copy(update={"out_registry": "none/registry.parquet", "umap_cache": sys.argv[3]})
-_, a, t, *_, m = topics.run(p, sys.argv[2])
+r = topics.run(p, sys.argv[2])
+a, t, m = r.assignments, r.topics, r.metrics
 assert not m["umap_cache_hit"]
 print(hashlib.sha1(a.select("verbatim_id", "topic").write_csv().encode()).hexdigest(), "|".join(t["label"]))
 """
 
 
+@pytest.mark.slow  # BERTopic fits on the demo
 def test_same_data_params_seed_give_identical_assignments_in_two_processes(demo_ws):
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     cmd = [sys.executable, "-c", _REPRO, str(ROOT / "params.yaml"), str(demo_ws)]
@@ -252,21 +260,26 @@ def test_same_data_params_seed_give_identical_assignments_in_two_processes(demo_
     assert outs[0] == outs[1]
 
 
+@pytest.mark.slow  # BERTopic fits on the demo
 def test_a_rerun_reads_umap_from_its_cache_with_identical_results(demo_ws, base_params):
     cold_params = base_params.model_copy(update={"out_registry": "none/registry.parquet", "umap_cache": "cache-test/umap.parquet"})
-    _, cold, *_, m1 = topics.run(cold_params, demo_ws)
-    _, warm, *_, m2 = topics.run(cold_params, demo_ws)
-    assert not m1["umap_cache_hit"] and m2["umap_cache_hit"]
-    assert cold.select("verbatim_id", "topic").equals(warm.select("verbatim_id", "topic"))
+    cold = topics.run(cold_params, demo_ws)
+    assert cold.umap_cache is not None and not (demo_ws / cold_params.umap_cache).exists()  # run writes nothing
+    write_value(cold.umap_cache, demo_ws / cold_params.umap_cache)
+    warm = topics.run(cold_params, demo_ws)
+    assert not cold.metrics["umap_cache_hit"] and warm.metrics["umap_cache_hit"]
+    assert cold.assignments.select("verbatim_id", "topic").equals(warm.assignments.select("verbatim_id", "topic"))
     # zero-shot themes make BERTopic transform a subset too: cached as well, same result
     guided = cold_params.model_copy(update={"umap_cache": "cache-test/guided.parquet", "codebook": [
         topics.CodebookTheme(name="ログイン不具合", seed_words=["ログイン", "アップデート", "login"])]})
-    runs = [topics.run(guided, demo_ws) for _ in range(2)]
-    assert [r[5]["umap_cache_hit"] for r in runs] == [False, True]
-    assert runs[0][1].select("verbatim_id", "topic").equals(runs[1][1].select("verbatim_id", "topic"))
+    runs = [topics.run(guided, demo_ws)]
+    write_value(runs[0].umap_cache, demo_ws / guided.umap_cache)
+    runs.append(topics.run(guided, demo_ws))
+    assert [r.metrics["umap_cache_hit"] for r in runs] == [False, True]
+    assert runs[0].assignments.select("verbatim_id", "topic").equals(runs[1].assignments.select("verbatim_id", "topic"))
     # other input → the cache does not apply
     fewer = cold_params.model_copy(update={"umap_neighbors": base_params.umap_neighbors - 5})
-    assert not topics.run(fewer, demo_ws)[5]["umap_cache_hit"]
+    assert not topics.run(fewer, demo_ws).metrics["umap_cache_hit"]
 
 
 def test_the_smallest_topic_scales_with_the_verbatims_fitted(base_params):
@@ -290,6 +303,7 @@ def test_fit_sample_keeps_every_month_and_language_in_proportion():
     assert np.array_equal(topics.fit_sample(docs, 6000, seed=1), np.arange(5000))
 
 
+@pytest.mark.slow  # BERTopic fits on the demo
 def test_beyond_the_fit_sample_verbatims_go_where_the_saved_model_puts_them(demo_ws, base_params, tmp_path):
     from bertopic import BERTopic
 
@@ -300,11 +314,11 @@ def test_beyond_the_fit_sample_verbatims_go_where_the_saved_model_puts_them(demo
         "out_over_time": str(tmp_path / "o.parquet"), "out_by_segment": str(tmp_path / "s.parquet"),
     })
     out = topics.run(p, demo_ws)
-    model, assign, table, *_, metrics = out
+    assign, table, metrics = out.assignments, out.topics, out.metrics
     docs, vectors = topics.docs_and_embeddings(pl.read_parquet(demo_ws / p.in_feedback), pl.read_parquet(demo_ws / p.in_embeddings))
     sample = topics.fit_sample(docs, 200, p.seed)
     assert metrics["fitted_verbatims"] == len(sample) < len(docs) == len(assign)
-    topics.write(*out, p, demo_ws)
+    write_result(out, p, demo_ws)
     saved = BERTopic.load(str(tmp_path / "model"))
     rest = np.setdiff1d(np.arange(len(docs)), sample)
     predicted, _ = saved.transform(docs["text"].to_list(), embeddings=vectors)

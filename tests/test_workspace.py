@@ -23,6 +23,7 @@ def ws(workspace) -> Workspace:
 def test_every_output_loads_by_name_and_is_fresh(ws, workspace):
     status = ws.status()
     assert status["name"].to_list() == list(OUTPUTS)
+    assert {"kpi_drivers", "sentiment_net"} <= set(OUTPUTS)  # every stage's tables, from pipelines.stages
     assert status["fresh"].to_list() == [True] * len(OUTPUTS), status
     for row in status.iter_rows(named=True):
         assert row["rows"] == pl.read_parquet(workspace / row["path"]).height > 0
