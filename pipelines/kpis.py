@@ -26,7 +26,6 @@ Verdict rule of ``shift_tests`` (in this order):
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 from collections.abc import Sequence
@@ -389,21 +388,13 @@ def nps_plot_data(monthly: pl.DataFrame) -> list[dict[str, Any]]:
     return [{"period": r["period"], "nps": _json_float(r["value"]), "n": r["n"]} for r in rows.iter_rows(named=True)]
 
 
-_PATH_PARAM = {"metrics": "metrics_path", "plots": "plots_path"}
 
 
-def write(result: KpisResult, params: KpisParams, root: str | Path = ".") -> None:
-    """Each field of ``result`` to its params path: tables as Parquet, the rest as JSON."""
-    from pipelines import io as kio
+def write(result: KpisResult, params: KpisParams, root: str | Path = ".") -> list[Path]:
+    """The stage's outputs through the one writer every stage uses."""
+    from pipelines.io import write_result
 
-    root = Path(root)
-    for field in dataclasses.fields(result):
-        value = getattr(result, field.name)
-        path = root / getattr(params, _PATH_PARAM.get(field.name, f"out_{field.name}"))
-        if isinstance(value, pl.DataFrame):
-            kio.write_parquet(value, path)
-        else:
-            kio.write_json(value, path)
+    return write_result(result, params, root)
 
 
 __all__ = [

@@ -100,7 +100,7 @@ def test_parameters_cells_are_generated_from_schema_and_params_yaml(tmp_path):
 def test_parameters_cell_lines_carry_type_value_and_comment():
     source = params_cell.cell_source(STAGES["kpis"], RAW["kpis"])
     assert "\nas_of: Optional[str] = None  # end (exclusive) of the current window" in source
-    assert "\nprogramme_date: str = '2026-05-01'  # before/after comparison split" in source
+    assert "\nprogramme_date: Optional[str] = '2026-05-01'  # before/after split; None → no programme comparison" in source
     topics = params_cell.cell_source(STAGES["topics"], {**RAW["topics"], "labels": {3: "ログイン不具合"}})
     assert "\nlabels: dict = {3: 'ログイン不具合'}  # researcher's Japanese labels" in topics
     assert "\nclusterer: str = 'hdbscan'  # kmeans | hdbscan" in topics
