@@ -251,9 +251,11 @@ def load(params: ReportParams, root: str | Path = ".", project: KoeParams | None
 # ------------------------------------------------------------------ reading the tests table
 
 def _usable(ctx: Context) -> pl.DataFrame:
-    """Rows that compare two real spans with both estimates (a span outside the data has no comparison)."""
+    """Rows that compare two real spans with both estimates and some observations (a span outside the data, or a
+    KPI whose source is absent, e.g. ticket volume 0 → 0 with no tickets exported, has no comparison)."""
     t = ctx.tests
     return t.filter(
+        ((pl.col("n_a").fill_null(0) + pl.col("n_b").fill_null(0)) > 0) &
         pl.col("label_a").is_not_null() & pl.col("label_b").is_not_null()
         & (pl.col("label_a") != EMPTY_SPAN) & (pl.col("label_b") != EMPTY_SPAN)
         & pl.col("est_a").is_not_null() & pl.col("est_b").is_not_null() & pl.col("diff").is_not_null()
@@ -429,13 +431,10 @@ def executive_findings(ctx: Context, top: int = 5) -> list[str]:
     window = _row(ctx, "window", survey) if survey else None
     add(window_finding(ctx), window)
     add(emerging_finding(ctx))
-    for kpi in (survey, None, support):
-        if kpi is None:  # the segments finding sits between the overall programme effect and the support KPI
-            add(segments_finding(ctx))
-            continue
-        row = _row(ctx, "programme", kpi)
-        if row:
-            add(finding_sentence(ctx, row), row)
+    programme = {k: _row(ctx, "programme", k) if k else None for k in (survey, support)}
+    add(finding_sentence(ctx, programme[survey]) if programme[survey] else None, programme[survey])
+    add(segments_finding(ctx))  # where the overall programme effect came from
+    add(finding_sentence(ctx, programme[support]) if programme[support] else None, programme[support])
     return out[:top]
 
 
@@ -612,9 +611,9 @@ def skipped_notes(ctx: Context) -> list[tuple[str, str]]:
     for comparison in ("programme", "window"):
         rows = ctx.tests.filter(pl.col("comparison") == comparison)
         if rows.height and not _comparison(ctx, comparison).height:
-            a, b = rows["label_a"][0], rows["label_b"][0]
+            spans = [period(x, lang) for x in (rows["label_a"][0], rows["label_b"][0]) if x and x != EMPTY_SPAN]
             out.append(("kpis", ctx.t("skipped.empty_comparison", comparison=ctx.t(f"comparison.{comparison}"),
-                                      detail=f"{period(a, lang)} → {period(b, lang)}")))
+                                      detail=ctx.t("skipped.only_span", span=" → ".join(spans)) if spans else ctx.t("skipped.no_span"))))
     out += [("report", ctx.t("skipped.missing_file", file=rel)) for rel in ctx.missing]
     if ctx.drivers is not None and ctx.drivers.height and not ctx.has_significance:
         out.append(("report", ctx.t("skipped.old_drivers")))
@@ -641,7 +640,12 @@ def quality_html(ctx: Context) -> str:
 
 def method_html(ctx: Context, run_info: dict) -> str:
     lang = ctx.lang
-    body = ctx.t("method_text", n_tests=number(_n_tests(ctx), lang, style="count"), q=number(ctx.fdr_q, lang, 2), level=ctx.level)
+    present = set(_usable(ctx)["kpi"].to_list())
+    families = sorted({kpi_registry.get(k).family for k in present if k in kpi_registry.BY_KEY},
+                      key=["nps", "mean", "proportion", "median", "survival", "rate"].index)
+    sentences = [ctx.t(f"method.{f}") for f in families]
+    sentences.append(ctx.t("method.family", n_tests=number(_n_tests(ctx), lang, style="count"), q=number(ctx.fdr_q, lang, 2), level=ctx.level))
+    body = ctx.t("join.sentence").join(sentences)
     meta = [(ctx.t(k) if k in catalogue() else k, str(v)) for k, v in run_info.items() if not _missing(v) and str(v) != ""]
     return render("method.html.j2", lang, text=body, meta=meta)
 
