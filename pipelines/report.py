@@ -1,131 +1,101 @@
-"""Report stage: the stakeholder page's sections as HTML fragments and seaborn charts.
+"""Report stage: the stakeholder page, read from the stage outputs and rendered through Jinja2 templates.
 
-The report notebook calls these and displays the results; ``run`` turns the
-executed notebook into one self-contained HTML file with no code and no external requests.
-Every verbatim and every label derived from data is HTML-escaped here.
+The report computes no statistics: shifts, verdicts and intervals come from the kpis stage's tests table, topic
+effects from its drivers table, net sentiment from the sentiment stage. Words live in ``templates/strings.yaml``
+(ja and en side by side), markup in ``templates/report/*.html.j2`` with autoescape on: every verbatim and every
+label derived from data is escaped by the template engine. A section, sentence, column or chart appears only when
+its data exist; what a stage skipped is listed in the data-quality section.
+
+The notebook calls the fragment functions and shows them with ``show``; ``run`` turns the executed notebook into
+one self-contained HTML file with no code, no script and no external requests.
 """
 
 from __future__ import annotations
 
-import html
 import json
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, field
+from decimal import Decimal
+from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 import polars as pl
 
-from pipelines.schema import ReportParams  # noqa: F401  (re-exported)
-from pipelines.kpis import read_alerts
+from pipelines import kpi_registry
+from pipelines.schema import CleanParams, KoeParams, KpisParams, ReportParams  # noqa: F401  (re-exported)
 
 TEMPLATE_DIR = Path(__file__).parent / "templates"
+STRINGS_PATH = TEMPLATE_DIR / "strings.yaml"
+LANGS = ("ja", "en")
+LOCALES = {"ja": "ja_JP", "en": "en_US"}  # number formats (thousands separators, decimal mark)
+
+TOO_FEW = "too few responses to tell"
+IMPROVED, WORSENED, NO_CHANGE = "improved", "worsened", "no detectable change"
+# Colour-blind-safe (Okabe–Ito) colours for verdicts; each comes with a mark and a word.
+VERDICT_COLOURS = {IMPROVED: "#009E73", WORSENED: "#D55E00", NO_CHANGE: "#555555", TOO_FEW: "#999999"}
+VERDICT_MARK = {IMPROVED: "▲", WORSENED: "▼", NO_CHANGE: "＝", TOO_FEW: "?"}
+SEGMENT_FIELDS = ("persona", "channel", "product", "journey")
+EMPTY_SPAN = "(empty)"  # the kpis stage's label of a span with no months (programme date outside the data)
 
 
-T = {
-    "ja": {
-        "summary": "エグゼクティブサマリー", "kpis": "主要KPI", "shifts": "KPIの変化（多重比較補正後）",
-        "topics": "トピック（顧客が話していること）", "quality": "データ品質", "method": "方法",
-        "run": "実行情報", "emerging": "新たに増えている", "examples": "代表的な声", "words": "キーワード",
-        "size": "件数", "share": "構成比", "label": "トピック", "trend": "直近の構成比",
-        "kpi": "KPI", "segment": "セグメント", "before": "前", "after": "後", "diff": "差",
-        "ci": "95%信頼区間", "p_adj": "補正後p値", "verdict": "判定", "n": "n",
-        "improved": "改善", "worsened": "悪化", "no detectable change": "有意な変化なし",
-        "too few responses to tell": "回答数が少なく判断できない",
-        "all": "全体", "nps_trend": "月次NPSの推移", "topic_trend": "トピック構成比の推移",
-        "programme": "施策開始", "month": "月",
-        "shift_window": "直近期間の変化（前期間との比較）", "shift_programme": "施策前後の変化",
-        "period": "比較", "matrix_note": "▲改善 ▼悪化 ＝有意な変化なし ?回答数が少なく判断できない（判定は多重比較補正後）",
-        "significant_detail": "有意な変化の詳細", "cmp_window": "直近", "cmp_programme": "施策前後", "few_short": "回答不足", "impact": "NPSへの影響（このトピックに触れた回答者−それ以外、95%信頼区間）",
-        "sentiment": "ネット感情（肯定%−否定%、95%信頼区間）",
-        "not_sig": "補正後は有意でない", "more_rows": "ほか {n} 件はデータファイル（data/kpis/tests.parquet）を参照",
-        "rows read": "読み込んだ行", "rows kept": "採用した行", "rows quarantined": "隔離した行",
-        "non-answers": "無回答（「特になし」など）", "empty comments": "空のコメント", "verbatims modelled": "分析したコメント",
-        "quarantined": "隔離", "redacted": "個人情報の伏せ字", "encoding": "文字コード",
-        "data window": "データ期間", "programme date": "施策開始日", "window comparison": "直近期間の比較",
-        "FDR q": "FDR q", "tests in the family": "補正の対象とした検定数", "data hash (sha256)": "データのハッシュ (sha256)",
-        "params hash (sha256)": "パラメータのハッシュ (sha256)", "code version": "コードのバージョン", "generated": "生成日時",
-    },
-    "en": {
-        "summary": "Executive summary", "kpis": "Key KPIs", "shifts": "KPI shifts (after multiple-comparison control)",
-        "topics": "Topics (what customers talk about)", "quality": "Data quality", "method": "Methodology",
-        "run": "Run metadata", "emerging": "emerging", "examples": "Example verbatims", "words": "Top words",
-        "size": "Verbatims", "share": "Share", "label": "Topic", "trend": "Recent share",
-        "kpi": "KPI", "segment": "Segment", "before": "Before", "after": "After", "diff": "Change",
-        "ci": "95% CI", "p_adj": "Adjusted p", "verdict": "Verdict", "n": "n",
-        "improved": "improved", "worsened": "worsened", "no detectable change": "no detectable change",
-        "too few responses to tell": "too few responses to tell",
-        "all": "overall", "nps_trend": "Monthly NPS", "topic_trend": "Topic share by month",
-        "programme": "programme launch", "month": "Month", "period": "Comparison",
-        "shift_window": "Latest window vs the previous one", "shift_programme": "Before vs after the programme",
-        "matrix_note": "▲ improved ▼ worsened ＝ no detectable change ? too few responses to tell (verdicts after FDR control)",
-        "significant_detail": "Significant shifts in detail", "cmp_window": "latest", "cmp_programme": "programme", "few_short": "too few to tell",
-        "impact": "NPS impact (respondents raising it − the others, 95% CI)",
-        "sentiment": "Net sentiment (% positive − % negative, 95% CI)", "not_sig": "not significant after correction", "more_rows": "{n} more in data/kpis/tests.parquet",
-        "quarantined": "quarantined", "redacted": "redacted", "encoding": "encoding",
-    },
-}
+# ------------------------------------------------------------------ words and numbers
 
-KPI_NAMES = {
-    "ja": {"nps": "NPS", "csat_mean": "CSAT平均", "csat_top2": "CSAT上位2box", "ticket_volume": "問い合わせ件数",
-           "first_response_h": "初回応答時間（時間）", "resolution_h": "解決時間（時間）", "churn_rate": "離反率（%）",
-           "repeat_rate": "リピート率（%）", "ces_mean": "CES平均", "ces_top2": "CES上位2box"},
-    "en": {"nps": "NPS", "csat_mean": "CSAT mean", "csat_top2": "CSAT top-2-box", "ticket_volume": "Ticket volume",
-           "first_response_h": "First response time (h)", "resolution_h": "Resolution time (h)", "churn_rate": "Churn rate (%)",
-           "repeat_rate": "Repeat rate (%)", "ces_mean": "CES mean", "ces_top2": "CES top-2-box"},
-}
+@lru_cache(maxsize=1)
+def catalogue() -> dict[str, dict[str, str]]:
+    """The ja/en strings; every key must carry both languages."""
+    import yaml
 
-# Colour-blind-safe (Okabe–Ito) colours for verdicts.
-VERDICT_COLOURS = {"improved": "#009E73", "worsened": "#D55E00", "no detectable change": "#555555",
-                   "too few responses to tell": "#999999"}
-
-e = html.escape  # every data-derived string goes through this
+    data = yaml.safe_load(STRINGS_PATH.read_text(encoding="utf-8"))
+    broken = sorted(k for k, v in data.items() if not isinstance(v, dict) or set(v) != set(LANGS))
+    if broken:
+        raise ValueError(f"{STRINGS_PATH}: keys without exactly {LANGS} strings: {broken}")
+    return data
 
 
-@dataclass
-class Context:
-    params: ReportParams
-    clean_metrics: dict
-    topics: pl.DataFrame
-    topics_over_time: pl.DataFrame
-    topics_metrics: dict
-    assignments: pl.DataFrame
-    sentiment_net: pl.DataFrame
-    tests: pl.DataFrame
-    monthly: pl.DataFrame
-    alerts: list
-
-    def t(self, key: str) -> str:
-        return T[self.params.lang].get(key, key)
-
-    def kpi(self, key: str) -> str:
-        return KPI_NAMES[self.params.lang].get(key, key)
+def text(lang: str, key: str, **fields: Any) -> str:
+    """Catalogue string ``key`` in ``lang`` with its named fields filled in."""
+    try:
+        template = catalogue()[key][lang]
+    except KeyError:
+        raise KeyError(f"{STRINGS_PATH.name} has no string {key!r} in {lang!r}") from None
+    return template.format_map(fields) if fields else template
 
 
-def load(params: ReportParams, root: str | Path = ".") -> Context:
-    root = Path(root)
-    return Context(
-        params=params,
-        clean_metrics=json.loads((root / params.in_clean_metrics).read_text(encoding="utf-8")),
-        topics=pl.read_parquet(root / params.in_topics),
-        topics_over_time=pl.read_parquet(root / params.in_topics_over_time),
-        topics_metrics=json.loads((root / params.in_topics_metrics).read_text(encoding="utf-8")),
-        assignments=pl.read_parquet(root / params.in_assignments, columns=["response_id", "source", "nps", "topic"]),
-        sentiment_net=pl.read_parquet(root / params.in_sentiment_net),
-        tests=pl.read_parquet(root / params.in_kpi_tests),
-        monthly=pl.read_parquet(root / params.in_kpi_monthly),
-        alerts=read_alerts(root / params.in_alerts),
-    )
+def say(lang: str, key: str, **fields: Any) -> str | None:
+    """Like ``text``, but None when a field is missing: a sentence is left out rather than printed with a gap."""
+    if any(v is None or v == "" for v in fields.values()):
+        return None
+    return text(lang, key, **fields)
 
 
-def _fmt(x: float | None, digits: int = 1) -> str:
-    return "–" if x is None else f"{x:,.{digits}f}"
+def _missing(x: Any) -> bool:
+    return x is None or (isinstance(x, float) and not math.isfinite(x))
 
 
-def _signed(x: float | None, digits: int = 1) -> str:
-    return "–" if x is None else f"{x:+,.{digits}f}"
+def number(x: Any, lang: str, digits: int = 1, style: str = "plain") -> str | None:
+    """The one number format of the report (locale thousands separators): ``plain``, ``signed`` (+/−),
+    ``percent`` (a fraction shown as %) or ``count`` (an integer). None for a missing or non-finite value."""
+    from babel.numbers import format_decimal, format_percent
+
+    if _missing(x):
+        return None
+    locale = LOCALES[lang]
+    if style == "count":
+        return format_decimal(int(round(float(x))), "#,##0", locale=locale)
+    frac = "0" * digits
+    pattern = "#,##0" + ("." + frac if digits else "")
+    value = Decimal(float(x))  # exact binary value: rounds like Python's own format()
+    if style == "percent":
+        return format_percent(value, pattern + "%", locale=locale)
+    if style == "signed":
+        return format_decimal(value, f"+{pattern};-{pattern}", locale=locale)
+    return format_decimal(value, pattern, locale=locale)
 
 
-def _segment(ctx: Context, col: str, value: str) -> str:
-    return ctx.t("all") if col == "all" else f"{col} = {value}"
+def p_text(p: float | None) -> str | None:
+    """'<0.001' or '=0.012' (follows a 'p')."""
+    return None if _missing(p) else ("<0.001" if p < 0.001 else f"={p:.3f}")
 
 
 _MONTHS_EN = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
@@ -148,220 +118,439 @@ def period(label: str, lang: str) -> str:
     return f"{start}–{_MONTHS_EN[m2 - 1]} {y2}"
 
 
-def _p(p: float | None) -> str:
-    return "–" if p is None else ("<0.001" if p < 0.001 else f"{p:.3f}")
+@lru_cache(maxsize=2)
+def _environment(lang: str):
+    import jinja2
+
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(TEMPLATE_DIR / "report"),
+        autoescape=True,  # verbatims and labels are untrusted
+        undefined=jinja2.StrictUndefined,  # a missing field is an error, never an empty gap
+        trim_blocks=True,
+    )
+    env.filters["num"] = lambda x, digits=1, style="plain": number(x, lang, digits, style) or ""
+    env.globals.update(
+        t=lambda key, **f: text(lang, key, **f),
+        colour=lambda verdict: VERDICT_COLOURS.get(verdict, "#555555"),
+        mark=lambda verdict: VERDICT_MARK.get(verdict, ""),
+        too_few=TOO_FEW,
+        lang=lang,
+    )
+    return env
+
+
+def render(template: str, lang: str, **fields: Any) -> str:
+    return _environment(lang).get_template(template).render(**fields)
+
+
+# ------------------------------------------------------------------ inputs
+
+@dataclass
+class Context:
+    params: ReportParams
+    clean_metrics: dict
+    topics: pl.DataFrame
+    tests: pl.DataFrame
+    monthly: pl.DataFrame
+    alerts: list
+    topics_over_time: pl.DataFrame = field(default_factory=pl.DataFrame)
+    topics_metrics: dict = field(default_factory=dict)
+    drivers: pl.DataFrame | None = None  # None: no drivers file
+    sentiment_net: pl.DataFrame | None = None
+    kpis_metrics: dict = field(default_factory=dict)
+    segment_names: dict[str, str] = field(default_factory=dict)  # persona → the export's own column name
+    alpha: float = 0.05  # the kpis stage's interval level 1 − alpha
+    fdr_q: float = 0.05
+    missing: list[str] = field(default_factory=list)  # optional inputs that were not there
+
+    @property
+    def lang(self) -> str:
+        return self.params.lang
+
+    def t(self, key: str, **fields: Any) -> str:
+        return text(self.lang, key, **fields)
+
+    def kpi(self, key: str) -> str:
+        return kpi_registry.get(key).name(self.lang) if key in kpi_registry.BY_KEY else key
+
+    @property
+    def level(self) -> str:
+        return number(100 * (1 - self.alpha), self.lang, 0 if (100 * (1 - self.alpha)).is_integer() else 1)
+
+    @property
+    def has_significance(self) -> bool:
+        return self.drivers is not None and {"nps_p_adjusted", "nps_significant"} <= set(self.drivers.columns)
+
+
+REQUIRED_TEST_COLUMNS = ("comparison", "kpi", "segment_col", "segment_value", "label_a", "label_b", "est_a", "est_b",
+                         "diff", "ci_low", "ci_high", "p_value", "p_adjusted", "significant", "n_a", "n_b", "verdict")
+
+
+def segment_names(clean: CleanParams | None) -> dict[str, str]:
+    """persona/channel/… → the header the export used for it (the first survey source mapping it)."""
+    names: dict[str, str] = {}
+    for source in (clean.surveys if clean else []):
+        for f in SEGMENT_FIELDS:
+            column = getattr(source.columns, f)
+            if column and f not in names:
+                names[f] = column
+    return names
+
+
+def _required(root: Path, rel: str) -> Path:
+    path = root / rel
+    if not path.is_file():
+        raise FileNotFoundError(f"report input {rel} not found under {root}: run the stage that writes it (dvc repro)")
+    return path
+
+
+def _or_empty(frame: pl.DataFrame | None) -> pl.DataFrame:
+    return pl.DataFrame() if frame is None else frame
+
+
+def load(params: ReportParams, root: str | Path = ".", project: KoeParams | None = None) -> Context:
+    """Read every stage output the report shows. ``project`` (the whole params.yaml) supplies the kpis interval
+    level and FDR q and the export's segment column names; without it the defaults are used."""
+    from pipelines.kpis import read_alerts
+
+    root = Path(root)
+    tests_path = _required(root, params.in_kpi_tests)
+    tests = pl.read_parquet(tests_path)
+    lacking = [c for c in REQUIRED_TEST_COLUMNS if c not in tests.columns]
+    if lacking:
+        raise ValueError(f"{params.in_kpi_tests}: columns {lacking} missing; re-run the kpis stage (dvc repro kpis)")
+    missing: list[str] = []
+
+    def optional(rel: str, read):
+        path = root / rel
+        if path.is_file():
+            return read(path)
+        missing.append(rel)
+        return None
+
+    kpis = project.kpis if project else KpisParams()
+    return Context(
+        params=params,
+        clean_metrics=json.loads(_required(root, params.in_clean_metrics).read_text(encoding="utf-8")),
+        topics=pl.read_parquet(_required(root, params.in_topics)),
+        tests=tests,
+        monthly=pl.read_parquet(_required(root, params.in_kpi_monthly)),
+        alerts=read_alerts(_required(root, params.in_alerts)),
+        topics_over_time=_or_empty(optional(params.in_topics_over_time, pl.read_parquet)),
+        topics_metrics=optional(params.in_topics_metrics, lambda p: json.loads(p.read_text(encoding="utf-8"))) or {},
+        drivers=optional(params.in_drivers, pl.read_parquet),
+        sentiment_net=optional(params.in_sentiment_net, pl.read_parquet),
+        kpis_metrics=optional(params.in_kpis_metrics, lambda p: json.loads(p.read_text(encoding="utf-8"))) or {},
+        segment_names=segment_names(project.clean if project else None),
+        alpha=kpis.alpha,
+        fdr_q=kpis.fdr_q,
+        missing=missing,
+    )
+
+
+# ------------------------------------------------------------------ reading the tests table
+
+def _usable(ctx: Context) -> pl.DataFrame:
+    """Rows that compare two real spans with both estimates and some observations (a span outside the data, or a
+    KPI whose source is absent, e.g. ticket volume 0 → 0 with no tickets exported, has no comparison)."""
+    t = ctx.tests
+    return t.filter(
+        ((pl.col("n_a").fill_null(0) + pl.col("n_b").fill_null(0)) > 0) &
+        pl.col("label_a").is_not_null() & pl.col("label_b").is_not_null()
+        & (pl.col("label_a") != EMPTY_SPAN) & (pl.col("label_b") != EMPTY_SPAN)
+        & pl.col("est_a").is_not_null() & pl.col("est_b").is_not_null() & pl.col("diff").is_not_null()
+        & pl.col("est_a").is_finite() & pl.col("est_b").is_finite() & pl.col("diff").is_finite()
+    )
+
+
+def _comparison(ctx: Context, comparison: str) -> pl.DataFrame:
+    return _usable(ctx).filter(pl.col("comparison") == comparison)
+
+
+def _spans(rows: pl.DataFrame) -> tuple[str, str] | None:
+    return (rows["label_a"][0], rows["label_b"][0]) if rows.height else None
+
+
+def _key(row: dict) -> tuple:
+    """A finding's identity: the same KPI, segment, spans and estimates is the same finding."""
+    return (row["kpi"], row["segment_col"], row["segment_value"], row["label_a"], row["label_b"],
+            round(row["est_a"], 9), round(row["est_b"], 9))
+
+
+def _row(ctx: Context, comparison: str, kpi: str, col: str = "all", value: str = "all") -> dict | None:
+    t = _comparison(ctx, comparison).filter((pl.col("kpi") == kpi) & (pl.col("segment_col") == col)
+                                            & (pl.col("segment_value") == value))
+    return t.row(0, named=True) if t.height else None
 
 
 def _n_tests(ctx: Context) -> int:
     return int(ctx.tests["p_value"].is_not_null().sum())
 
 
-def finding_sentence(ctx: Context, row: dict) -> str:
-    """One plain sentence with numbers and uncertainty for a test result row."""
-    lang = ctx.params.lang
-    name = ctx.kpi(row["kpi"])
-    seg = _segment(ctx, row["segment_col"], row["segment_value"])
-    unit = {"nps": " ポイント", "csat_top2": " ポイント", "first_response_h": " 時間", "resolution_h": " 時間"}.get(row["kpi"], "") \
-        if lang == "ja" else {"nps": " points", "csat_top2": " points", "first_response_h": " h", "resolution_h": " h"}.get(row["kpi"], "")
-    digits = 2 if row["kpi"] == "csat_mean" else 1
-    ci = f"{_fmt(row['ci_low'], digits)}〜{_fmt(row['ci_high'], digits)}" if lang == "ja" else f"{_fmt(row['ci_low'], digits)} to {_fmt(row['ci_high'], digits)}"
-    n_tests = _n_tests(ctx)
-    if lang == "ja":
-        verdict = {"improved": "改善しました", "worsened": "悪化しました"}.get(row["verdict"], f"変化しました（{ctx.t(row['verdict'])}）")
-        sig = f"{n_tests}件の比較で多重比較補正後も有意（補正後p{_p(row['p_adjusted']) if _p(row['p_adjusted']).startswith('<') else '=' + _p(row['p_adjusted'])}）" if row["significant"] else "補正後は有意ではない"
-        return (f"{seg}の{name}は{period(row['label_a'], lang)}の{_fmt(row['est_a'], digits)}から{period(row['label_b'], lang)}の{_fmt(row['est_b'], digits)}へ"
-                f"{_signed(row['diff'], digits)}{unit}{verdict}（95%信頼区間 {ci}、n={row['n_a']:,}/{row['n_b']:,}）。{sig}。")
-    verb = "rose" if row["diff"] > 0 else "fell"
-    sig = (f"significant after correcting for {n_tests} comparisons (adjusted p{_p(row['p_adjusted']) if _p(row['p_adjusted']).startswith('<') else '=' + _p(row['p_adjusted'])})"
-           if row["significant"] else "not significant after correction")
-    return (f"{name} ({seg}) {verb} from {_fmt(row['est_a'], digits)} in {period(row['label_a'], lang)} to {_fmt(row['est_b'], digits)} in "
-            f"{period(row['label_b'], lang)} ({_signed(row['diff'], digits)}{unit}, 95% CI {ci}, n={row['n_a']:,}/{row['n_b']:,}); {sig}.")
+def _digits(kpi: str) -> int:
+    return kpi_registry.get(kpi).digits if kpi in kpi_registry.BY_KEY else 1
 
 
-def _row(ctx: Context, comparison: str, kpi: str, col: str = "all", value: str = "all") -> dict | None:
-    t = ctx.tests.filter((pl.col("comparison") == comparison) & (pl.col("kpi") == kpi) & (pl.col("segment_col") == col)
-                         & (pl.col("segment_value") == value))
-    return t.row(0, named=True) if len(t) else None
+def _segment(ctx: Context, col: str, value: str) -> str:
+    if col == "all":
+        return ctx.t("all")
+    return ctx.t("segment_value", column=ctx.segment_names.get(col, col), value=value)
+
+
+def _lead_kpis(ctx: Context) -> tuple[str | None, str | None]:
+    """The survey and the support headline KPI the summary leads with (registry order), if the data have them."""
+    present = set(_usable(ctx).filter(pl.col("segment_col") == "all")["kpi"].to_list())
+    survey = next((k for k in kpi_registry.HEADLINE if k in present and kpi_registry.get(k).source == "survey"), None)
+    support = next((k for k in kpi_registry.HEADLINE if k in present and kpi_registry.get(k).source == "tickets"), None)
+    return survey, support
+
+
+def _join(ctx: Context, items: list[str], key: str = "join.list") -> str:
+    """Items joined; beyond max_segment_values the rest are counted, not listed."""
+    cap = ctx.params.max_segment_values
+    shown = items[:cap] + ([ctx.t("list.more", n=number(len(items) - cap, ctx.lang, style="count"))] if len(items) > cap else [])
+    return ctx.t(key).join(shown)
+
+
+# ------------------------------------------------------------------ findings
+
+def finding_sentence(ctx: Context, row: dict) -> str | None:
+    """One plain sentence with numbers and uncertainty for a test result row; None when a number is missing."""
+    lang, kpi = ctx.lang, row["kpi"]
+    digits = _digits(kpi)
+    unit = kpi_registry.get(kpi).unit if kpi in kpi_registry.BY_KEY else None
+    diff = row["diff"]
+    if _missing(diff):
+        return None
+    verdict_key = f"finding.verdict.{row['verdict']}" if row["verdict"] in (IMPROVED, WORSENED) else "finding.verdict.other"
+    if row["p_adjusted"] is None:
+        sig = ctx.t("finding.sig.untested")
+    elif row["significant"]:
+        sig = say(lang, "finding.sig.yes", n_tests=number(_n_tests(ctx), lang, style="count"), p=p_text(row["p_adjusted"]))
+    else:
+        sig = ctx.t("finding.sig.no")
+    return say(
+        lang, "finding.shift",
+        segment=_segment(ctx, row["segment_col"], row["segment_value"]), kpi=ctx.kpi(kpi),
+        period_a=period(row["label_a"], lang), period_b=period(row["label_b"], lang),
+        est_a=number(row["est_a"], lang, digits), est_b=number(row["est_b"], lang, digits),
+        diff=number(diff, lang, digits, "signed"), unit=ctx.t(f"unit.{unit}") if unit else "",
+        verb=ctx.t("finding.verb." + ("up" if diff > 0 else "down" if diff < 0 else "flat")),
+        verdict=ctx.t(verdict_key, verdict=ctx.t(f"verdict.{row['verdict']}")),
+        ci=ctx.t("ci", level=ctx.level), ci_low=number(row["ci_low"], lang, digits), ci_high=number(row["ci_high"], lang, digits),
+        n_a=number(row["n_a"], lang, style="count"), n_b=number(row["n_b"], lang, style="count"), sig=sig,
+    )
 
 
 def window_finding(ctx: Context) -> str | None:
-    """What changed in the latest window: overall NPS, with the adverse shifts flagged as alerts."""
-    row = _row(ctx, "window", "nps")
-    if row is None:
+    """What changed in the latest window for the lead survey KPI, with the adverse shifts flagged as alerts."""
+    kpi = _lead_kpis(ctx)[0]
+    row = _row(ctx, "window", kpi) if kpi else None
+    text_ = finding_sentence(ctx, row) if row else None
+    if text_ is None:
         return None
-    text = finding_sentence(ctx, row)
-    worst = sorted((a for a in ctx.alerts if a.get("segment_col") != "all" and a.get("kpi") == "nps"),
-                   key=lambda a: a["diff"])[:2]
-    ja = ctx.params.lang == "ja"
+    lang = ctx.lang
+    worst = sorted((a for a in ctx.alerts if a.get("segment_col") != "all" and a.get("kpi") == kpi and not _missing(a.get("diff"))),
+                   key=lambda a: a["diff"] * (1 if kpi_registry.get(kpi).higher_is_better else -1))[:2]
     if ctx.alerts:
-        segs = ("、" if ja else ", ").join(f"{_segment(ctx, a['segment_col'], a['segment_value'])} {_signed(a['diff'])}"
-                                          for a in worst)
-        text += (f"悪化のアラートは{len(ctx.alerts)}件" + (f"（NPSの下げ幅が大きいのは{segs}）" if segs else "") + "。"
-                 if ja else f" {len(ctx.alerts)} adverse shifts are flagged" + (f" (largest NPS drops: {segs})" if segs else "") + ".")
-    return text
+        n = number(len(ctx.alerts), lang, style="count")
+        segs = ctx.t("join.list").join(f"{_segment(ctx, a['segment_col'], a['segment_value'])} {number(a['diff'], lang, _digits(kpi), 'signed')}"
+                                       for a in worst)
+        extra = say(lang, "finding.alerts_worst", n=n, kpi=ctx.kpi(kpi), segments=segs) if segs else ctx.t("finding.alerts", n=n)
+        text_ += ctx.t("join.sentence") + extra
+    return text_
+
+
+def emerging_finding(ctx: Context) -> str | None:
+    """The first emerging theme, with its NPS effect when the drivers table says it is significant after BH."""
+    lang = ctx.lang
+    em = ctx.topics.filter(pl.col("emerging").fill_null(False) & (pl.col("topic") != -1)) if "emerging" in ctx.topics.columns else ctx.topics.clear()
+    if not em.height:
+        return None
+    row = em.row(0, named=True)
+    out = say(lang, "finding.emerging", label=ctx.t("quote", text=row["label"]),
+              share_recent=number(row.get("share_recent"), lang, 1, "percent"),
+              share_before=number(row.get("share_before"), lang, 1, "percent"),
+              n_recent=number(row.get("n_recent"), lang, style="count"))
+    d = _driver(ctx, row["topic"])
+    if out and d and d.get("nps_significant"):
+        extra = say(lang, "finding.emerging_impact", nps_topic=number(d["nps_topic"], lang), diff=number(d["nps_diff"], lang, 1, "signed"),
+                    ci=ctx.t("ci", level=ctx.level), ci_low=number(d["nps_ci_low"], lang), ci_high=number(d["nps_ci_high"], lang))
+        if extra:
+            out += ctx.t("join.sentence") + extra
+    return out
 
 
 def segments_finding(ctx: Context) -> str | None:
-    """Where the programme worked: significant NPS rises by segment, and the control that did not move."""
-    rows = ctx.tests.filter((pl.col("comparison") == "programme") & (pl.col("kpi") == "nps") & (pl.col("segment_col") != "all"))
-    up = rows.filter(pl.col("significant") & (pl.col("verdict") == "improved")).sort("p_adjusted").head(2)
-    if not len(up):
+    """Where the programme worked for the lead survey KPI: significant rises by segment, and the rest of that column."""
+    kpi = _lead_kpis(ctx)[0]
+    if kpi is None:
         return None
-    ja = ctx.params.lang == "ja"
-    parts = [f"{_segment(ctx, r['segment_col'], r['segment_value'])} {_signed(r['diff'])}"
-             + (f"（95%信頼区間 {_fmt(r['ci_low'])}〜{_fmt(r['ci_high'])}）" if ja else f" (95% CI {_fmt(r['ci_low'])} to {_fmt(r['ci_high'])})")
+    lang = ctx.lang
+    rows = _comparison(ctx, "programme").filter((pl.col("kpi") == kpi) & (pl.col("segment_col") != "all"))
+    up = rows.filter(pl.col("significant").fill_null(False) & (pl.col("verdict") == IMPROVED)).sort("p_adjusted").head(2)
+    if not up.height:
+        return None
+    parts = [say(lang, "finding.segment_part", segment=_segment(ctx, r["segment_col"], r["segment_value"]),
+                 diff=number(r["diff"], lang, _digits(kpi), "signed"), ci=ctx.t("ci", level=ctx.level),
+                 ci_low=number(r["ci_low"], lang, _digits(kpi)), ci_high=number(r["ci_high"], lang, _digits(kpi)))
              for r in up.iter_rows(named=True)]
+    parts = [p for p in parts if p]
+    if not parts:
+        return None
+    out = ctx.t("finding.segments_one" if len(parts) == 1 else "finding.segments_many", kpi=ctx.kpi(kpi),
+                parts=ctx.t("join.and").join(parts))
     col = up["segment_col"][0]
-    flat = rows.filter((pl.col("segment_col") == col) & ~pl.col("significant")).iter_rows(named=True)
+    flat = rows.filter((pl.col("segment_col") == col) & ~pl.col("significant").fill_null(False))
     by_verdict: dict[str, list[str]] = {}
-    for r in flat:
+    for r in flat.iter_rows(named=True):
         by_verdict.setdefault(r["verdict"], []).append(_segment(ctx, r["segment_col"], r["segment_value"]))
-    if ja:
-        rest = "".join(f"{'、'.join(v)}は{'回答数が少なく変化を判断できません' if k == 'too few responses to tell' else '有意な変化がありません'}。"
-                       for k, v in by_verdict.items())
-        return f"NPSの改善は{'、'.join(parts)}に集中しています（いずれも補正後も有意）。" + rest
-    rest = "".join(f" {' and '.join(v)}: {ctx.t(k)}." for k, v in by_verdict.items())
-    return f"The NPS gain is concentrated in {' and '.join(parts)}, both significant after correction." + rest
+    for verdict, segs in by_verdict.items():
+        if f"finding.segments_rest.{verdict}" in catalogue():
+            out += ctx.t("join.sentence") + ctx.t(f"finding.segments_rest.{verdict}", segments=_join(ctx, segs, "join.and"))
+    return out
 
 
 def executive_findings(ctx: Context, top: int = 5) -> list[str]:
     """3–5 findings, most decision-relevant first: the latest window, the emerging theme, the programme effect,
-    where it worked, and the support response time."""
-    out: list[str | None] = [window_finding(ctx)]
-    impact = {r["topic"]: r for r in topic_impact(ctx.assignments).iter_rows(named=True)}
-    for row in ctx.topics.filter(pl.col("emerging")).head(1).iter_rows(named=True):
-        imp = impact.get(row["topic"])
-        if ctx.params.lang == "ja":
-            text = (f"新しいテーマ「{row['label']}」が直近に急増：直近の声の{row['share_recent']:.1%}"
-                    f"（それ以前は{row['share_before']:.1%}、直近{row['n_recent']:,}件）。")
-            if imp and imp["impact_significant"]:
-                text += (f"この話題に触れた回答者のNPSは{_fmt(imp['nps_topic'])}で、それ以外より{_signed(imp['nps_impact'])} ポイント"
-                         f"（95%信頼区間 {_fmt(imp['impact_low'])}〜{_fmt(imp['impact_high'])}）。")
-        else:
-            text = (f"Emerging theme “{row['label']}”: {row['share_recent']:.1%} of recent verbatims "
-                    f"(was {row['share_before']:.1%}; {row['n_recent']:,} recent verbatims).")
-            if imp and imp["impact_significant"]:
-                text += (f" Respondents raising it give an NPS of {_fmt(imp['nps_topic'])}, {_signed(imp['nps_impact'])} points "
-                         f"against the others (95% CI {_fmt(imp['impact_low'])} to {_fmt(imp['impact_high'])}).")
-        out.append(text)
-    overall = _row(ctx, "programme", "nps")
-    out.append(finding_sentence(ctx, overall) if overall else None)
-    out.append(segments_finding(ctx))
-    frt = _row(ctx, "programme", "first_response_h")
-    out.append(finding_sentence(ctx, frt) if frt else None)
-    return [x for x in out if x][:top]
+    where it worked, and the support response time. The same comparison (KPI, segment, spans, estimates) is
+    said once even when two comparisons share their spans."""
+    survey, support = _lead_kpis(ctx)
+    seen: set[tuple] = set()
+    out: list[str] = []
+
+    def add(sentence: str | None, row: dict | None = None) -> None:
+        if not sentence:
+            return
+        if row is not None:
+            if _key(row) in seen:
+                return
+            seen.add(_key(row))
+        out.append(sentence)
+
+    window = _row(ctx, "window", survey) if survey else None
+    add(window_finding(ctx), window)
+    add(emerging_finding(ctx))
+    programme = {k: _row(ctx, "programme", k) if k else None for k in (survey, support)}
+    add(finding_sentence(ctx, programme[survey]) if programme[survey] else None, programme[survey])
+    add(segments_finding(ctx))  # where the overall programme effect came from
+    add(finding_sentence(ctx, programme[support]) if programme[support] else None, programme[support])
+    return out[:top]
+
+
+# ------------------------------------------------------------------ sections
+
+def show(*items: Any) -> None:
+    """Display each non-empty fragment (HTML string or chart); an absent section leaves no trace on the page."""
+    from IPython.display import HTML, display
+
+    for item in items:
+        if item is None or (isinstance(item, str) and not item.strip()):
+            continue
+        display(HTML(item) if isinstance(item, str) else item)
+
+
+def header_html(ctx: Context, run_info: dict) -> str:
+    subtitle = " · ".join(str(run_info[k]) for k in ("data window", "generated") if run_info.get(k))
+    return render("header.html.j2", ctx.lang, title=ctx.params.title, subtitle=subtitle)
 
 
 def summary_html(ctx: Context) -> str:
-    items = "".join(f"<li>{e(s)}</li>" for s in executive_findings(ctx))
-    return f'<section class="koe-summary"><h2>{e(ctx.t("summary"))}</h2><ul>{items}</ul></section>'
+    findings = executive_findings(ctx)
+    return render("summary.html.j2", ctx.lang, findings=findings) if findings else ""
+
+
+def _tile_comparison(ctx: Context) -> pl.DataFrame:
+    rows = _comparison(ctx, "programme")
+    return rows if rows.height else _comparison(ctx, "window")
 
 
 def tiles_html(ctx: Context) -> str:
-    rows = ctx.tests.filter((pl.col("comparison") == "programme") & (pl.col("segment_col") == "all"))
-    rows = rows.with_columns(pl.col("kpi").replace_strict({k: i for i, k in enumerate(KPI_ORDER)}, default=99).alias("_o")).sort("_o")
-    tiles = []
-    for r in rows.iter_rows(named=True):
-        colour = VERDICT_COLOURS.get(r["verdict"], "#555")
-        digits = 2 if r["kpi"] == "csat_mean" else 1
-        tiles.append(
-            f'<div class="koe-tile" style="border-top:4px solid {colour}"><div class="koe-tile-name">{e(ctx.kpi(r["kpi"]))}</div>'
-            f'<div class="koe-tile-value">{_fmt(r["est_b"], digits)}</div>'
-            f'<div class="koe-tile-change">{_signed(r["diff"], digits)}'
-            + (f' ({e(ctx.t("ci"))} {_fmt(r["ci_low"], digits)}…{_fmt(r["ci_high"], digits)})' if r["ci_low"] is not None else "")
-            + f'</div>'
-            f'<div class="koe-tile-verdict" style="color:{colour}">{e(ctx.t(r["verdict"]))}</div></div>'
-        )
-    return f'<section><h2>{e(ctx.t("kpis"))}</h2><div class="koe-tiles">{"".join(tiles)}</div></section>'
+    """Overall KPIs after the programme (or in the latest window when there is no programme comparison)."""
+    rows = _tile_comparison(ctx).filter(pl.col("segment_col") == "all")
+    if not rows.height:
+        return ""
+    tiles = sorted(({**r, "name": ctx.kpi(r["kpi"]), "digits": _digits(r["kpi"])} for r in rows.iter_rows(named=True)),
+                   key=lambda r: kpi_registry.sort_key(r["kpi"]))
+    a, b = _spans(rows)
+    note = ctx.t("tiles_note", period_a=period(a, ctx.lang), period_b=period(b, ctx.lang), ci=ctx.t("ci", level=ctx.level))
+    return render("tiles.html.j2", ctx.lang, tiles=tiles, note=note, level=ctx.level)
 
 
-KPI_ORDER = ("nps", "csat_mean", "csat_top2", "ticket_volume", "first_response_h", "resolution_h")
-VERDICT_MARK = {"improved": "▲", "worsened": "▼", "no detectable change": "＝", "too few responses to tell": "?"}
+def _matrix(ctx: Context, comparison: str, same_spans: bool = False) -> dict | None:
+    rows = _comparison(ctx, comparison)
+    if not rows.height:
+        return None
+    kpis = sorted(set(rows["kpi"]), key=kpi_registry.sort_key)
+    cells = {(r["segment_col"], r["segment_value"], r["kpi"]): {**r, "digits": _digits(r["kpi"])} for r in rows.iter_rows(named=True)}
+    volume = (rows.group_by("segment_col", "segment_value").agg((pl.col("n_a") + pl.col("n_b")).max().alias("v"))
+              .sort(["segment_col", "v", "segment_value"], descending=[False, True, False]))
+    cap, more, segs = ctx.params.max_segment_values, [], [("all", "all")] if (volume["segment_col"] == "all").any() else []
+    for col in [c for c in volume["segment_col"].unique(maintain_order=True).to_list() if c != "all"]:
+        values = volume.filter(pl.col("segment_col") == col)["segment_value"].to_list()
+        segs += [(col, v) for v in sorted(values[:cap])]  # the largest, in a stable reading order
+        if len(values) > cap:
+            more.append(ctx.t("more_segments", column=ctx.segment_names.get(col, col), n=number(len(values) - cap, ctx.lang, style="count"),
+                              shown=number(cap, ctx.lang, style="count"), path=ctx.params.in_kpi_tests))
+    a, b = _spans(rows)
+    return {
+        "title": ctx.t(f"shift.{comparison}"), "period_a": period(a, ctx.lang), "period_b": period(b, ctx.lang),
+        "same_spans": same_spans, "more": more,
+        "kpis": [{"key": k, "name": ctx.kpi(k)} for k in kpis],
+        "rows": [{"label": _segment(ctx, col, value), "cells": [cells.get((col, value, k)) for k in kpis]} for col, value in segs],
+    }
+
+
+def _matrices(ctx: Context) -> list[dict]:
+    window, programme = _comparison(ctx, "window"), _comparison(ctx, "programme")
+    same = window.height > 0 and _spans(window) == _spans(programme)
+    out = [_matrix(ctx, "window", same_spans=same)] + ([] if same else [_matrix(ctx, "programme")])
+    return [m for m in out if m]
 
 
 def shift_matrix_html(ctx: Context, comparison: str) -> str:
-    """Every KPI × every segment for one comparison: change and verdict per cell (colour plus a mark and a word,
-    so it reads without colour vision and in print)."""
-    rows = ctx.tests.filter(pl.col("comparison") == comparison)
-    if not len(rows):
-        return ""
-    kpis = [k for k in KPI_ORDER if k in set(rows["kpi"])] + sorted(set(rows["kpi"]) - set(KPI_ORDER))
-    cells = {(r["segment_col"], r["segment_value"], r["kpi"]): r for r in rows.iter_rows(named=True)}
-    segs = sorted({(r["segment_col"], r["segment_value"]) for r in rows.iter_rows(named=True)},
-                  key=lambda sv: (sv[0] != "all", sv))
-    head = f"<th>{e(ctx.t('segment'))}</th>" + "".join(f"<th>{e(ctx.kpi(k))}</th>" for k in kpis)
-    body = []
-    for col, value in segs:
-        tds = []
-        for k in kpis:
-            r = cells.get((col, value, k))
-            if r is None:
-                tds.append("<td>–</td>")
-                continue
-            colour = VERDICT_COLOURS.get(r["verdict"], "#555555")
-            digits = 2 if k == "csat_mean" else 1
-            diff = _signed(r["diff"], digits) if r["verdict"] != "too few responses to tell" else ""
-            tds.append(f'<td class="koe-cell" style="color:{colour}"><b>{VERDICT_MARK.get(r["verdict"], "")}</b> {diff}'
-                       f'<br><small>{e(ctx.t("few_short") if r["verdict"] == "too few responses to tell" else ctx.t(r["verdict"]))}</small></td>')
-        body.append(f"<tr><th>{e(_segment(ctx, col, value))}</th>{''.join(tds)}</tr>")
-    first = rows.row(0, named=True)
-    title = ctx.t("shift_window" if comparison == "window" else "shift_programme")
-    caption = f"{e(period(first['label_a'], ctx.params.lang))} → {e(period(first['label_b'], ctx.params.lang))}"
-    return (f'<section><h3>{e(title)}</h3><p class="koe-caption">{caption}. {e(ctx.t("matrix_note"))}</p>'
-            f'<table class="koe-table koe-matrix"><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table></section>')
+    """Every KPI × segment for one comparison: change and verdict per cell (colour plus a mark and a word,
+    so it reads without colour vision and in print); the largest ``max_segment_values`` values per segment."""
+    m = _matrix(ctx, comparison)
+    return render("matrix.html.j2", ctx.lang, m=m) if m else ""
 
 
 def shift_table_html(ctx: Context, max_rows: int = 40) -> str:
-    """The KPI × segment matrices for the latest window and the programme, then the significant shifts in detail."""
-    matrices = shift_matrix_html(ctx, "window") + shift_matrix_html(ctx, "programme")
-    rows = ctx.tests.filter(pl.col("significant")).sort(["comparison", "p_adjusted"], descending=[True, False])
-    head = "".join(f"<th>{e(ctx.t(k))}</th>" for k in ("kpi", "segment", "period", "before", "after", "diff", "ci", "p_adj", "n", "verdict"))
-    body = []
-    for r in rows.head(max_rows).iter_rows(named=True):
-        digits = 2 if r["kpi"] == "csat_mean" else 1
-        colour = VERDICT_COLOURS.get(r["verdict"], "#555")
-        when = ctx.t("cmp_" + r["comparison"])
-        body.append(
-            f"<tr><td>{e(ctx.kpi(r['kpi']))}</td><td>{e(_segment(ctx, r['segment_col'], r['segment_value']))}</td><td>{e(when)}</td>"
-            f"<td>{_fmt(r['est_a'], digits)}</td><td>{_fmt(r['est_b'], digits)}</td><td>{_signed(r['diff'], digits)}</td>"
-            f"<td>{_fmt(r['ci_low'], digits)}…{_fmt(r['ci_high'], digits)}</td><td>{e(_p(r['p_adjusted']))}</td><td>{r['n_a']:,}/{r['n_b']:,}</td>"
-            f'<td style="color:{colour}">{VERDICT_MARK.get(r["verdict"], "")} {e(ctx.t(r["verdict"]))}</td></tr>'
-        )
-    more = len(rows) - min(len(rows), max_rows)
-    note = f'<p class="koe-caption">{e(ctx.t("more_rows").format(n=more))}</p>' if more > 0 else ""
-    return (f'<section><h2>{e(ctx.t("shifts"))}</h2>{matrices}<h3>{e(ctx.t("significant_detail"))}</h3>'
-            f'<table class="koe-table"><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table>{note}</section>')
+    """The KPI × segment matrices for the latest window and the programme, then the significant shifts in detail
+    (a shift seen identically by two comparisons is one row)."""
+    matrices = _matrices(ctx)
+    rows = _usable(ctx).filter(pl.col("significant").fill_null(False)).sort(["comparison", "p_adjusted"], descending=[True, False])
+    merged: dict[tuple, dict] = {}
+    for r in rows.iter_rows(named=True):
+        entry = merged.setdefault(_key(r), {**r, "names": []})
+        entry["names"].append(ctx.t(f"comparison.{r['comparison']}") if f"comparison.{r['comparison']}" in catalogue() else r["comparison"])
+    detail = [{**r, "name": ctx.kpi(r["kpi"]), "segment": _segment(ctx, r["segment_col"], r["segment_value"]),
+               "comparisons": ctx.t("join.list").join(r["names"]), "digits": _digits(r["kpi"]), "p": p_text(r["p_adjusted"]) or ""}
+              for r in merged.values()]
+    if not matrices and not detail:
+        return ""
+    more = max(len(detail) - max_rows, 0)
+    return render("shifts.html.j2", ctx.lang, matrices=matrices, detail=detail[:max_rows], more=more,
+                  path=ctx.params.in_kpi_tests, level=ctx.level)
 
 
-def topic_impact(assignments: pl.DataFrame, alpha: float = 0.05, q: float = 0.05) -> pl.DataFrame:
-    """NPS of respondents who raised each topic minus NPS of those who did not (Wald, trinomial variance),
-    Benjamini–Hochberg over the topics: which themes weigh on the score, and whether that is more than noise."""
-    import numpy as np
-
-    from pipelines.kpis import bh_adjust, compare_nps
-
-    resp = (assignments.filter(pl.col("nps").is_not_null() & pl.col("response_id").is_not_null())
-            .group_by("response_id").agg(pl.col("nps").first(), pl.col("topic").unique()))
-    out = []
-    for topic in sorted(assignments["topic"].unique().to_list()):
-        if topic == -1:
-            continue
-        mask = resp["topic"].list.contains(topic)
-        inside, outside = resp.filter(mask)["nps"].to_numpy(), resp.filter(~mask)["nps"].to_numpy()
-        if len(inside) < 2 or len(outside) < 2:
-            continue
-        c = compare_nps(np.asarray(outside), np.asarray(inside), alpha=alpha)
-        out.append({"topic": topic, "nps_topic": c.est_b, "nps_impact": c.diff, "impact_low": c.ci_low,
-                    "impact_high": c.ci_high, "impact_p": c.p_value, "impact_n": c.n_b})
-    frame = pl.DataFrame(out, schema={"topic": pl.Int64, "nps_topic": pl.Float64, "nps_impact": pl.Float64,
-                                      "impact_low": pl.Float64, "impact_high": pl.Float64, "impact_p": pl.Float64,
-                                      "impact_n": pl.Int64})
-    p_adj, sig = bh_adjust(frame["impact_p"].to_list(), q=q)
-    return frame.with_columns(pl.Series("impact_p_adj", p_adj, dtype=pl.Float64), pl.Series("impact_significant", sig, dtype=pl.Boolean))
+def _driver(ctx: Context, topic: int) -> dict | None:
+    if ctx.drivers is None or not ctx.drivers.height:
+        return None
+    hit = ctx.drivers.filter(pl.col("topic") == topic)
+    if not hit.height:
+        return None
+    row = hit.row(0, named=True)
+    if not ctx.has_significance:
+        row["nps_significant"] = None  # unknown, not "no"
+    return row
 
 
-def topic_sentiment(net: pl.DataFrame) -> pl.DataFrame:
+def topic_sentiment(net: pl.DataFrame | None) -> pl.DataFrame:
     """Per-topic net sentiment of the survey verbatims, from the sentiment stage's long table."""
+    schema = {"topic": pl.Int64, "sent_net": pl.Float64, "sent_low": pl.Float64, "sent_high": pl.Float64, "sent_enough": pl.Boolean}
+    if net is None or not net.height:
+        return pl.DataFrame(schema=schema)
     return net.filter((pl.col("source") == "survey") & (pl.col("level") == "topic")).select(
         pl.col("value").cast(pl.Int64).alias("topic"),
         pl.col("net_sentiment").alias("sent_net"), pl.col("ci_low").alias("sent_low"),
@@ -369,71 +558,126 @@ def topic_sentiment(net: pl.DataFrame) -> pl.DataFrame:
     )
 
 
-def _sentiment_cell(ctx: Context, r: dict) -> str:
-    if r.get("sent_net") is None:
-        return "–"
-    if not r["sent_enough"]:
-        return f"<small>{e(ctx.t('too few responses to tell'))}</small>"
-    return f"<b>{_signed(r['sent_net'], 0)}</b><br><small>{_fmt(r['sent_low'], 0)}…{_fmt(r['sent_high'], 0)}</small>"
-
-
 def topics_html(ctx: Context) -> str:
-    impact = topic_impact(ctx.assignments)
-    rows = (
-        ctx.topics.filter(pl.col("topic") != -1)
-        .join(impact, on="topic", how="left")
-        .join(topic_sentiment(ctx.sentiment_net), on="topic", how="left")
-        .sort("size", descending=True)
-    )
-    body = []
+    """Topics by size with their NPS effect (from the drivers table) and net sentiment, when those exist."""
+    rows = ctx.topics.filter(pl.col("topic") != -1)
+    if not rows.height:
+        return ""
+    drivers_cols = ["topic", "nps_diff", "nps_ci_low", "nps_ci_high"]
+    has_drivers = ctx.drivers is not None and ctx.drivers.height > 0 and ctx.drivers["nps_diff"].is_not_null().any()
+    if has_drivers:
+        d = ctx.drivers.select(drivers_cols + (["nps_significant"] if ctx.has_significance else []))
+        if not ctx.has_significance:
+            d = d.with_columns(pl.lit(None, dtype=pl.Boolean).alias("nps_significant"))
+        rows = rows.join(d, on="topic", how="left")
+    sentiment = topic_sentiment(ctx.sentiment_net)
+    has_sentiment = sentiment.height > 0
+    if has_sentiment:
+        rows = rows.join(sentiment, on="topic", how="left")
+    rows = rows.sort("size", descending=True)
+    out = []
     for r in rows.iter_rows(named=True):
-        if r.get("nps_impact") is None:
-            effect = "–"
-        else:
-            mark = "" if not r["impact_significant"] else (" ▼" if r["nps_impact"] < 0 else " ▲")
-            effect = (f"<b>{_signed(r['nps_impact'])}</b>{mark}<br><small>{_fmt(r['impact_low'])}…{_fmt(r['impact_high'])}"
-                      f"{'' if r['impact_significant'] else ' · ' + e(ctx.t('not_sig'))}</small>")
-        badge = f' <span class="koe-badge">{e(ctx.t("emerging"))}</span>' if r.get("emerging") else ""
-        examples = "".join(f"<li>{e(x)}</li>" for x in (r["examples"] or [])[: ctx.params.max_examples])
-        body.append(
-            f"<tr><td><b>{e(r['label'])}</b>{badge}</td><td>{r['size']:,}</td><td>{r['share']:.1%}</td>"
-            f"<td>{r['share_recent']:.1%}</td><td>{effect}</td><td>{_sentiment_cell(ctx, r)}</td><td>{e('、'.join(r['words'][:6]))}</td><td><ul class='koe-examples'>{examples}</ul></td></tr>"
-        )
-    head = "".join(f"<th>{e(ctx.t(k))}</th>" for k in ("label", "size", "share", "trend", "impact", "sentiment", "words", "examples"))
-    return f'<section><h2>{e(ctx.t("topics"))}</h2><table class="koe-table"><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table></section>'
+        out.append({**{k: r.get(k) for k in ("nps_diff", "nps_ci_low", "nps_ci_high", "nps_significant", "sent_net", "sent_low",
+                                              "sent_high", "sent_enough", "share_recent")},
+                    "label": r["label"], "emerging": bool(r.get("emerging")), "size": r["size"], "share": r["share"],
+                    "words": list(r.get("words") or [])[:6], "examples": list(r.get("examples") or [])[: ctx.params.max_examples]})
+    note = None
+    if has_drivers:
+        q = number(ctx.fdr_q, ctx.lang, 2)
+        note = ctx.t("impact_note", q=q) if ctx.has_significance else ctx.t("impact_note_unknown")
+    return render("topics.html.j2", ctx.lang, rows=out, show_impact=has_drivers, show_sentiment=has_sentiment,
+                  impact_note=note, level=ctx.level)
+
+
+def _notes(value: Any) -> list[str]:
+    """A stage's notes as a list: a list of strings, or one ' | '-joined string (DVC metrics want scalars)."""
+    if isinstance(value, str):
+        return [s.strip() for s in value.split(" | ") if s.strip()]
+    return [str(s) for s in (value or []) if str(s).strip()]
+
+
+def skipped_notes(ctx: Context) -> list[tuple[str, str]]:
+    """(stage, sentence) for everything a stage did not compute or the report left out, and why."""
+    lang, out = ctx.lang, []
+    out += [("clean", s) for s in _notes(ctx.clean_metrics.get("notes"))]
+    for item in ctx.kpis_metrics.get("skipped") or []:
+        if isinstance(item, dict) and item.get("reason"):
+            out.append(("kpis", ctx.t("skipped.kpi", kpi=ctx.kpi(str(item.get("kpi", ""))), reason=item["reason"])))
+    out += [("kpis", s) for s in _notes(ctx.kpis_metrics.get("notes"))]
+    out += [("topics", s) for s in _notes(ctx.topics_metrics.get("notes"))]
+    stale = ctx.topics_metrics.get("stale_curation_ids")
+    if stale:
+        out.append(("topics", ctx.t("skipped.stale_curation", ids=ctx.t("join.list").join(str(i) for i in stale))))
+    for comparison in ("programme", "window"):
+        rows = ctx.tests.filter(pl.col("comparison") == comparison)
+        if rows.height and not _comparison(ctx, comparison).height:
+            spans = [period(x, lang) for x in (rows["label_a"][0], rows["label_b"][0]) if x and x != EMPTY_SPAN]
+            out.append(("kpis", ctx.t("skipped.empty_comparison", comparison=ctx.t(f"comparison.{comparison}"),
+                                      detail=ctx.t("skipped.only_span", span=" → ".join(spans)) if spans else ctx.t("skipped.no_span"))))
+    out += [("report", ctx.t("skipped.missing_file", file=rel)) for rel in ctx.missing]
+    if ctx.drivers is not None and ctx.drivers.height and not ctx.has_significance:
+        out.append(("report", ctx.t("skipped.old_drivers")))
+    elif ctx.topics.filter(pl.col("topic") != -1).height and (ctx.drivers is None or not ctx.drivers.height):
+        out.append(("report", ctx.t("skipped.no_drivers")))
+    return out
 
 
 def quality_html(ctx: Context) -> str:
-    m = ctx.clean_metrics
-    lines = [
-        ("rows read", m["rows_in"]), ("rows kept", m["rows_kept"]), ("rows quarantined", m["rows_quarantined"]),
-        ("non-answers", m["non_answers"]), ("empty comments", m["empty_texts"]), ("verbatims modelled", m["verbatims_ok"]),
-    ]
-    lines = [(ctx.t(k), v) for k, v in lines]
-    lines += [(f"{ctx.t('quarantined')}: {k}", v) for k, v in m["quarantined_by_reason"].items()]
-    lines += [(f"{ctx.t('redacted')}: [{k}]", v) for k, v in m["redactions"].items()]
-    lines += [(f"{ctx.t('encoding')}: {f['file']}", f["encoding"]) for f in m["files"]]
-    body = "".join(f"<tr><td>{e(str(k))}</td><td>{e(f'{v:,}' if isinstance(v, int) else str(v))}</td></tr>" for k, v in lines)
-    return f'<section><h2>{e(ctx.t("quality"))}</h2><table class="koe-table">{body}</table></section>'
+    m, lang = ctx.clean_metrics, ctx.lang
+    counts = [("rows read", "rows_in"), ("rows kept", "rows_kept"), ("rows quarantined", "rows_quarantined"),
+              ("non-answers", "non_answers"), ("empty comments", "empty_texts"), ("verbatims modelled", "verbatims_ok"),
+              ("tickets", "tickets")]
+    lines = [(ctx.t(label), number(m[k], lang, style="count")) for label, k in counts if not _missing(m.get(k))]
+    lines += [(ctx.t("quarantined", reason=k), number(v, lang, style="count")) for k, v in (m.get("quarantined_by_reason") or {}).items()]
+    lines += [(ctx.t("redacted", kind=k), number(v, lang, style="count")) for k, v in (m.get("redactions") or {}).items()]
+    lines += [(ctx.t("encoding", file=f["file"]), f["encoding"]) for f in (m.get("files") or []) if f.get("encoding")]
+    lines = [(k, v) for k, v in lines if v]
+    skipped = skipped_notes(ctx)
+    if not lines and not skipped:
+        return ""
+    return render("quality.html.j2", lang, lines=lines, skipped=skipped)
 
 
 def method_html(ctx: Context, run_info: dict) -> str:
-    tests_n = _n_tests(ctx)
-    text = {
-        "en": ("NPS = % promoters (9–10) − % detractors (0–6); its difference uses the Wald interval with the trinomial variance "
-               "(Rocks 2016). CSAT means: Welch's t-test; top-2-box: Newcombe's hybrid score interval; first-response time: "
-               "Mann–Whitney; resolution time: Kaplan–Meier medians and a log-rank test with open tickets censored; ticket volume: "
-               f"Poisson rate comparison. Benjamini–Hochberg FDR over all {tests_n} tests of the run. Cells whose minimum "
-               "detectable effect is larger than a meaningful change are reported as too few responses to tell."),
-        "ja": ("NPS＝推奨者（9–10）の割合−批判者（0–6）の割合。NPSの差は三項分布の分散によるWald区間（Rocks 2016）。"
-               "CSAT平均はWelchのt検定、上位2boxはNewcombeのハイブリッドスコア区間、初回応答時間はMann–Whitney検定、"
-               "解決時間は未解決チケットを打ち切りとしたKaplan–Meier中央値とログランク検定、件数はPoisson率の比較。"
-               f"実行内の全{tests_n}検定にBenjamini–Hochberg法（FDR）を適用。最小検出効果が大きすぎるセルは「回答数が少なく判断できない」と表示。"),
-    }[ctx.params.lang]
-    meta = "".join(f"<tr><td>{e(ctx.t(str(k)))}</td><td>{e(str(v))}</td></tr>" for k, v in run_info.items())
-    return (f'<section><h2>{e(ctx.t("method"))}</h2><p>{e(text)}</p><h2>{e(ctx.t("run"))}</h2>'
-            f'<table class="koe-table">{meta}</table></section>')
+    lang = ctx.lang
+    present = set(_usable(ctx)["kpi"].to_list())
+    families = sorted({kpi_registry.get(k).family for k in present if k in kpi_registry.BY_KEY},
+                      key=["nps", "mean", "proportion", "median", "survival", "rate"].index)
+    sentences = [ctx.t(f"method.{f}") for f in families]
+    sentences.append(ctx.t("method.family", n_tests=number(_n_tests(ctx), lang, style="count"), q=number(ctx.fdr_q, lang, 2), level=ctx.level))
+    body = ctx.t("join.sentence").join(sentences)
+    meta = [(ctx.t(k) if k in catalogue() else k, str(v)) for k, v in run_info.items() if not _missing(v) and str(v) != ""]
+    return render("method.html.j2", lang, text=body, meta=meta)
 
+
+def nps_takeaway(ctx: Context) -> str:
+    """One sentence under the NPS chart: the programme effect, else the latest month."""
+    lang = ctx.lang
+    r = _row(ctx, "programme", "nps")
+    if r:
+        return say(lang, "takeaway.programme", kpi=ctx.kpi("nps"), diff=number(r["diff"], lang, 1, "signed"),
+                   verdict=ctx.t(f"verdict.{r['verdict']}")) or ""
+    latest = _nps_series(ctx).filter(pl.col("segment_col") == "all").sort("period").tail(1)
+    if latest.height:
+        return say(lang, "takeaway.monthly", kpi=ctx.kpi("nps"), period=period(latest["period"][0], lang),
+                   value=number(latest["value"][0], lang)) or ""
+    return ""
+
+
+def topic_takeaway(ctx: Context) -> str:
+    em = ctx.topics.filter(pl.col("emerging").fill_null(False) & (pl.col("topic") != -1)) if "emerging" in ctx.topics.columns else ctx.topics.clear()
+    if not ctx.topics.filter(pl.col("topic") != -1).height:
+        return ""
+    if not em.height:
+        return ctx.t("takeaway.topics_none")
+    return ctx.t("takeaway.topics_emerging", labels=ctx.t("join.list").join(ctx.t("quote", text=x) for x in em["label"].to_list()))
+
+
+def takeaway_html(text_: str) -> str:
+    return render("takeaway.html.j2", "ja", text=text_) if text_ else ""
+
+
+# ------------------------------------------------------------------ charts
 
 def plot_setup() -> None:
     """seaborn theme with a Japanese font (set_theme resets the family, so name it here)."""
@@ -443,11 +687,24 @@ def plot_setup() -> None:
     sns.set_theme(style="whitegrid", font="IPAexGothic", palette="colorblind")
 
 
+def _nps_series(ctx: Context) -> pl.DataFrame:
+    if not ctx.monthly.height:
+        return ctx.monthly
+    return ctx.monthly.filter((pl.col("kpi") == "nps") & pl.col("segment_col").is_in(["all", "channel"])
+                              & pl.col("value").is_not_null() & pl.col("value").is_finite())
+
+
 def plot_nps_trend(ctx: Context, programme_date: str | None = None):
+    """Monthly NPS overall and for the largest channels; None when the data have no NPS."""
     import matplotlib.pyplot as plt
     import seaborn as sns
 
-    data = ctx.monthly.filter((pl.col("kpi") == "nps") & (pl.col("segment_col").is_in(["all", "channel"]))).with_columns(
+    data = _nps_series(ctx)
+    if not data.filter(pl.col("segment_col") == "all").height:
+        return None
+    channels = (data.filter(pl.col("segment_col") == "channel").group_by("segment_value").agg(pl.col("n").sum())
+                .sort(["n", "segment_value"], descending=[True, False]).head(6)["segment_value"].to_list())
+    data = data.filter((pl.col("segment_col") == "all") | pl.col("segment_value").is_in(channels)).with_columns(
         pl.when(pl.col("segment_col") == "all").then(pl.lit(ctx.t("all"))).otherwise(pl.col("segment_value")).alias("series")
     ).sort("period")
     fig, ax = plt.subplots(figsize=(9, 4))
@@ -459,7 +716,7 @@ def plot_nps_trend(ctx: Context, programme_date: str | None = None):
     ax.tick_params(axis="x", rotation=45)
     if programme_date:
         periods = data["period"].unique().sort().to_list()
-        marker = programme_date[:7]
+        marker = str(programme_date)[:7]
         if marker in periods:
             ax.axvline(periods.index(marker), color="#D55E00", linestyle="--", linewidth=1)
             ax.text(periods.index(marker) + 0.1, ax.get_ylim()[1] * 0.95, ctx.t("programme"), color="#D55E00", va="top")
@@ -468,11 +725,16 @@ def plot_nps_trend(ctx: Context, programme_date: str | None = None):
 
 
 def plot_topic_trend(ctx: Context, top: int = 8):
+    """Monthly share of the largest topics; None when there are no topics over time."""
     import matplotlib.pyplot as plt
     import seaborn as sns
 
+    if not ctx.topics_over_time.height or not ctx.topics.height:
+        return None
     keep = ctx.topics.filter(pl.col("topic") != -1).sort("size", descending=True).head(top).select("topic", "label")
     data = ctx.topics_over_time.join(keep, on="topic").sort("period")
+    if not data.height:
+        return None
     fig, ax = plt.subplots(figsize=(9, 4.5))
     sns.lineplot(data=data.to_pandas(), x="period", y="share", hue="label", ax=ax)
     ax.set_title(ctx.t("topic_trend"))
@@ -484,48 +746,27 @@ def plot_topic_trend(ctx: Context, top: int = 8):
     return fig
 
 
-def nps_takeaway(ctx: Context) -> str:
-    rows = ctx.tests.filter((pl.col("comparison") == "programme") & (pl.col("kpi") == "nps") & (pl.col("segment_col") == "all"))
-    if not len(rows):
-        return ""
-    r = rows.row(0, named=True)
-    if ctx.params.lang == "ja":
-        return f"施策開始後、全体のNPSは{_signed(r['diff'])}ポイント変化（{ctx.t(r['verdict'])}）。"
-    return f"After the programme launch overall NPS moved {_signed(r['diff'])} points ({ctx.t(r['verdict'])})."
-
-
-def topic_takeaway(ctx: Context) -> str:
-    em = ctx.topics.filter(pl.col("emerging"))
-    if not len(em):
-        return "直近で急増したトピックはありません。" if ctx.params.lang == "ja" else "No topic grew sharply in the recent months."
-    labels = "、".join(f"「{x}」" for x in em["label"].to_list())
-    return f"直近で急増：{labels}" if ctx.params.lang == "ja" else f"Grew sharply in recent months: {labels}"
-
-
 def figure(fig, alt: str):
-    """The chart as a PNG output carrying alt text (read aloud by screen readers, shown if images are off)."""
+    """The chart as a PNG output carrying alt text (read aloud by screen readers, shown if images are off);
+    None for no chart."""
     import io as _io
 
     import matplotlib.pyplot as plt
     from IPython.display import Image
 
+    if fig is None:
+        return None
     buf = _io.BytesIO()
     fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
     plt.close(fig)
     return Image(data=buf.getvalue(), format="png", metadata={"alt": alt})
 
 
-def takeaway_html(text: str) -> str:
-    return f'<p class="koe-takeaway">{e(text)}</p>'
-
-
-def header_html(ctx: Context, run_info: dict) -> str:
-    return (f'<header class="koe-header"><h1>{e(ctx.params.title)}</h1>'
-            f'<p>{e(str(run_info.get("data window", "")))} · {e(str(run_info.get("generated", "")))}</p></header>')
-
+# ------------------------------------------------------------------ run metadata and the page
 
 def run_info(ctx: Context, root: str | Path, params) -> dict:
-    """Run metadata for the appendix: data window, what was compared, hashes of data and params, code version."""
+    """Run metadata for the appendix: data window, what was compared, hashes of data and params, code version.
+    Entries the run does not have are None (and not shown)."""
     import hashlib
     import subprocess
     from datetime import datetime, timezone
@@ -541,12 +782,13 @@ def run_info(ctx: Context, root: str | Path, params) -> dict:
         commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         commit = ""
-    periods = ctx.monthly["period"].unique().sort().to_list()
-    windows = ctx.tests.filter(pl.col("comparison") == "window").select("label_a", "label_b").head(1)
+    periods = ctx.monthly["period"].drop_nulls().unique().sort().to_list() if ctx.monthly.height else []
+    window = _spans(_comparison(ctx, "window"))
+    programme_date = getattr(params.kpis, "programme_date", None)
     return {
-        "data window": f"{periods[0]} – {periods[-1]}" if periods else "",
-        "programme date": str(params.kpis.programme_date),
-        "window comparison": f"{windows['label_a'][0]} → {windows['label_b'][0]}" if len(windows) else "",
+        "data window": f"{periods[0]} – {periods[-1]}" if periods else None,
+        "programme date": str(programme_date) if programme_date else None,
+        "window comparison": f"{window[0]} → {window[1]}" if window else None,
         "FDR q": params.kpis.fdr_q,
         "tests in the family": _n_tests(ctx),
         "data hash (sha256)": data_hash.hexdigest()[:16],
@@ -564,7 +806,6 @@ def embedded_font_css(text: str) -> str:
     """
     import base64
     import io as _io
-
     import logging
 
     import matplotlib_fontja

@@ -289,7 +289,8 @@ INDEX_TEXT = {
 
 def render_index(root: Path, params: KoeParams) -> str:
     """reports/index.html: every published run newest first with its headline KPIs; escaped and self-contained."""
-    from pipelines.report import KPI_NAMES, T, VERDICT_COLOURS, embedded_font_css, period
+    from pipelines import kpi_registry
+    from pipelines.report import VERDICT_COLOURS, embedded_font_css, period, text
 
     lang = params.report.lang
     tx, e = INDEX_TEXT[lang], html.escape
@@ -300,7 +301,7 @@ def render_index(root: Path, params: KoeParams) -> str:
         except (OSError, ValueError):
             continue  # a damaged record must not hide the other runs
     records.sort(key=lambda r: r.get("as_of", ""), reverse=True)
-    kpi_cols = [KPI_NAMES[lang][k] for k in HEADLINE_KPIS]
+    kpi_cols = [kpi_registry.get(k).name(lang) for k in HEADLINE_KPIS]
     head = "".join(f"<th>{e(h)}</th>" for h in (tx["as_of"], tx["status"], tx["window"], *kpi_cols, tx["report"]))
     body = []
     for r in records:
@@ -318,7 +319,7 @@ def render_index(root: Path, params: KoeParams) -> str:
             colour = VERDICT_COLOURS.get(h["verdict"], "#555555")
             change = "–" if h.get("diff") is None else f"{h['diff']:+.{d}f}"
             ci = "" if h.get("ci_low") is None else f", {h['ci_low']:.{d}f}…{h['ci_high']:.{d}f}"
-            verdict = T[lang].get(h["verdict"], h["verdict"])
+            verdict = text(lang, f"verdict.{h['verdict']}") if h.get("verdict") in VERDICT_COLOURS else str(h.get("verdict", ""))
             cells.append(f"<td><b>{h['est_b']:.{d}f}</b> ({e(change + ci)})<br>"
                          f'<span style="color:{colour}">{e(verdict)}</span></td>')
         window = f"{period(first.get('label_a', ''), lang)} → {period(first.get('label_b', ''), lang)}" if first else ""

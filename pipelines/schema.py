@@ -323,13 +323,15 @@ class ReportParams(StrictModel):
     in_topics: str = "data/topics/topics.parquet"
     in_topics_over_time: str = "data/topics/over_time.parquet"
     in_topics_metrics: str = "reports/metrics/topics.json"
-    in_assignments: str = "data/topics/assignments.parquet"
     in_sentiment_net: str = "data/sentiment/net.parquet"
     in_kpi_tests: str = "data/kpis/tests.parquet"
     in_kpi_monthly: str = "data/kpis/monthly.parquet"
+    in_kpis_metrics: str = "reports/metrics/kpis.json"  # what the kpis stage skipped, and why
+    in_drivers: str = "data/kpis/drivers.parquet"  # topic effects on NPS (the report computes none)
     in_alerts: str = "reports/alerts.json"
     out_html: str = "reports/report.html"
-    max_examples: int = 3
+    max_examples: int = Field(3, ge=0)
+    max_segment_values: int = Field(12, ge=1)  # per segment column in the shift matrices; the rest are counted
 
 
 class KoeParams(StrictModel):

@@ -134,7 +134,7 @@ def test_report_states_the_planted_findings(workspace, report_html):
     label = topics.filter(pl.col("emerging"))["label"][0]
     assert "エグゼクティブサマリー" in report_html
     assert re.search(r"全体の NPS|全体のNPS", report_html) and "改善しました" in report_html
-    assert "channel = app" in report_html and "channel = web" in report_html
+    assert "チャネル = app" in report_html and "チャネル = web" in report_html  # the export's own column name
     assert f"新しいテーマ「{label}」" in report_html.replace("&quot;", '"')
     assert "初回応答時間" in report_html
 
