@@ -38,7 +38,8 @@ def write_parquet(frame: pl.DataFrame, path: str | Path) -> Path:
 
 
 def write_json(obj: Any, path: str | Path) -> Path:
-    return write_text(json.dumps(obj, ensure_ascii=False, indent=2, sort_keys=True, default=str) + "\n", path)
+    # ASCII only (non-ASCII as \u escapes): DVC treats a metrics file with multi-byte text as binary and refuses it.
+    return write_text(json.dumps(obj, ensure_ascii=True, indent=2, sort_keys=True, default=str) + "\n", path)
 
 
 def write_text(text: str, path: str | Path, encoding: str = "utf-8") -> Path:
