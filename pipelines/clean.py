@@ -765,8 +765,8 @@ def clean_survey(raw: RawTable, source: SurveySource, file: str, params: CleanPa
     feedback = clean_texts(feedback, params).with_columns(
         (pl.col("source") + ":" + pl.col("response_id") + ":" + pl.col("question_id")).alias("verbatim_id"),
     )
-    feedback = feedback.select([pl.col(c).cast(t) for c, t in FEEDBACK_SCHEMA.items()],
-                               *[pl.col(c).cast(pl.String) if c in feedback.columns else pl.lit(None, pl.String).alias(c) for c in extra])
+    feedback = feedback.select([pl.col(c).cast(t) for c, t in FEEDBACK_SCHEMA.items()]
+                               + [pl.col(c).cast(pl.String) if c in feedback.columns else pl.lit(None, pl.String).alias(c) for c in extra])
     if len(source.text_columns) > 1:  # one question: already in row order
         feedback = feedback.sort(["row", "question_id"])
 
