@@ -17,6 +17,7 @@ import os
 from concurrent.futures import ThreadPoolExecutor
 import functools
 import glob
+import html
 import io
 import json
 import re
@@ -66,7 +67,11 @@ def decode(data: bytes, path: str, encoding: str = "auto") -> tuple[str, str]:
 
 _TAG = r"<[^>\n]{0,2000}>"
 _INVISIBLE = r"[\u200b-\u200f\u202a-\u202e\u2060-\u2064\ufeff\x00-\x08\x0b-\x1f\x7f]"
-_ENTITIES = {"&amp;": "&", "&lt;": "<", "&gt;": ">", "&quot;": '"', "&#39;": "'", "&apos;": "'", "&nbsp;": " "}
+
+
+def _unescape(text: str) -> str:
+    """Every HTML entity, named or numeric (&rsquo; &#039; &#x2019;), twice for double encoding (&amp;lt;)."""
+    return html.unescape(html.unescape(text)) if "&" in text else text
 
 # Order matters: e-mail before phone (digits inside addresses), cards before phones (long digit runs).
 # polars' regex engine has no look-around, so patterns anchor on structure, not on word boundaries
@@ -96,9 +101,7 @@ def normalise_text(text: pl.Expr) -> pl.Expr:
     Emoji are kept: they carry sentiment. The rule is idempotent.
     """
     out = text.fill_null("").str.normalize("NFKC")
-    for _ in range(2):  # "&amp;lt;" style double encoding
-        out = out.str.replace_many(list(_ENTITIES), list(_ENTITIES.values()))
-    out = out.str.normalize("NFKC")
+    out = out.map_elements(_unescape, return_dtype=pl.String, skip_nulls=True).str.normalize("NFKC")
     return (
         out.str.replace_all(_TAG, " ")
         .str.replace_all(_INVISIBLE, "")
@@ -657,7 +660,13 @@ def parse_timestamp(values: pl.Expr, fmt: str, timezone: str) -> pl.Expr:
     return pl.coalesce([*aware, local.dt.convert_time_zone("UTC")])
 
 
-SCALES = {"nps": (0, 10), "csat": (1, 5), "ces": (1, 7)}
+SCALES = ("nps", "csat", "ces")
+NPS_SCALE = (0, 10)
+
+
+def scale_range(source: SurveySource, score: str) -> tuple[int, int]:
+    """Valid answers of a score column: NPS is 0–10 by definition; CSAT and CES as the source declares."""
+    return NPS_SCALE if score == "nps" else tuple(getattr(source, f"{score}_scale"))
 
 
 def _parse_score(values: pl.Series, lo: int, hi: int) -> tuple[pl.Series, pl.Series]:
@@ -689,7 +698,7 @@ def clean_survey(raw: RawTable, source: SurveySource, file: str, params: CleanPa
     cols = source.columns
     names = column_names(raw.headers, source.preset)
     mapping = {k: v for k, v in cols.model_dump().items() if v is not None}
-    needed = list(dict.fromkeys(list(mapping.values()) + list(source.text_columns.values())))
+    needed = list(dict.fromkeys(list(mapping.values()) + list(source.segments.values()) + list(source.text_columns.values())))
     missing = [c for c in needed if c not in names]
     if missing:
         raise InputError(f"{file}: missing column(s) {missing}; header has {names}")
@@ -698,7 +707,7 @@ def clean_survey(raw: RawTable, source: SurveySource, file: str, params: CleanPa
         raise InputError(f"{file}: column(s) {dup} appear more than once in the header; map them unambiguously")
     frame = raw.frame.select("row", *[pl.col(f"c{names.index(c)}").alias(c) for c in needed])
 
-    scores = {k: _parse_score(frame[getattr(cols, k)], *SCALES[k]) if getattr(cols, k)
+    scores = {k: _parse_score(frame[getattr(cols, k)], *scale_range(source, k)) if getattr(cols, k)
               else (pl.lit(None, pl.Int8), pl.lit(None, pl.String)) for k in SCALES}
     fmt = source.resolved("timestamp_format", file)
     rid = pl.col(cols.response_id).str.strip_chars()
@@ -743,9 +752,12 @@ def clean_survey(raw: RawTable, source: SurveySource, file: str, params: CleanPa
             (nfkc_series(kept[getattr(cols, seg)]) if getattr(cols, seg) else pl.lit(None, pl.String)).alias(seg)
             for seg in SEGMENT_COLUMNS
         ],
+        (nfkc_series(kept[cols.rating]).replace("", None) if cols.rating else pl.lit(None, pl.String)).alias("rating"),
+        *[nfkc_series(kept[col]).alias(name) for name, col in source.segments.items()],
     )
+    extra = list(source.segments)
     parts = [
-        base.select(*[c for c in FEEDBACK_SCHEMA if c in base.columns and c not in ("text",)],
+        base.select(*[c for c in FEEDBACK_SCHEMA if c in base.columns and c not in ("text",)], *extra,
                     pl.lit(qid).alias("question_id"), pl.col(col).alias("text"))
         for qid, col in source.text_columns.items()
     ]
@@ -753,7 +765,8 @@ def clean_survey(raw: RawTable, source: SurveySource, file: str, params: CleanPa
     feedback = clean_texts(feedback, params).with_columns(
         (pl.col("source") + ":" + pl.col("response_id") + ":" + pl.col("question_id")).alias("verbatim_id"),
     )
-    feedback = feedback.select([pl.col(c).cast(t) for c, t in FEEDBACK_SCHEMA.items()])
+    feedback = feedback.select([pl.col(c).cast(t) for c, t in FEEDBACK_SCHEMA.items()]
+                               + [pl.col(c).cast(pl.String) if c in feedback.columns else pl.lit(None, pl.String).alias(c) for c in extra])
     if len(source.text_columns) > 1:  # one question: already in row order
         feedback = feedback.sort(["row", "question_id"])
 
@@ -878,6 +891,76 @@ def clean_tickets(lines: list[str], source: TicketSource, file: str, params: Cle
 
 # ---------------------------------------------------------------- the stage
 
+MAJORITY_SHARE = 0.5  # a file with at least this share of its rows quarantined for one reason fails the stage
+MAJORITY_MIN_ROWS = 5  # … once that is at least this many rows (or all rows of a smaller file)
+
+
+def _fix_for(reason: str, column: str | None, values: list[str], source: SurveySource | TicketSource) -> str:
+    kind = reason.split(":")[0]
+    if kind.endswith("_not_a_number"):
+        score = kind.removesuffix("_not_a_number")
+        return (f"the column holds text, not a number: map it as a categorical rating (columns.rating: {column}) "
+                f"and remove columns.{score}")
+    if kind.endswith("_out_of_range"):
+        score = kind.removesuffix("_out_of_range")
+        nums = sorted(float(v) for v in values if _is_number(v))
+        seen = f" (e.g. {nums[0]:g}..{nums[-1]:g} seen)" if nums else ""
+        if score == "nps":
+            return f"NPS is 0–10; if this is another scale map it as columns.csat or columns.ces with its range{seen}"
+        return f"declare the scale the answers use on the source, e.g. {score}_scale: [lowest, highest]{seen}"
+    if kind == "bad_timestamp":
+        if isinstance(source, TicketSource):
+            return "the Zendesk preset reads ISO 8601 timestamps with an offset (2026-01-05T10:00:00+09:00)"
+        return ("set the source's timestamp_format to the export's format (a strftime format such as "
+                "'%d/%m/%Y %H:%M', or auto, or excel for serial numbers)")
+    if kind == "missing_response_id":
+        return "map columns.response_id to a column that is filled in on every row"
+    if kind in ("duplicate", "conflicting_duplicate_id"):
+        return "columns.response_id must identify one response: map a column whose values are unique (koe init lists them)"
+    if kind in ("ragged_row", "bad_json", "not_an_object"):
+        return "check the source's format, preset and header_rows against the file (koe init FILE shows what it reads)"
+    return "check the source's column mapping in params.yaml (koe init FILE shows what it guesses)"
+
+
+def _is_number(value: str) -> bool:
+    try:
+        float(value)
+    except ValueError:
+        return False
+    return True
+
+
+def check_quarantine_share(rep: FileReport, quarantine: pl.DataFrame, raw: RawTable | None,
+                           source: SurveySource | TicketSource, names: list[str] | None = None) -> None:
+    """Fail when most of a file's rows were quarantined for one reason: a mapping error, not dirty data.
+
+    The message names the file, the column, three example values and the fix, so a wrong mapping never ends as
+    a silent exit 0 with nothing kept.
+    """
+    if rep.rows_in == 0 or not len(quarantine):
+        return
+    # Reasons that carry a column keep it; counts (ragged_row:12_fields…, bad_json:col_3) are grouped by kind.
+    key = pl.when(pl.col("reason").str.contains(r"^(bad_timestamp|\w+_not_a_number|\w+_out_of_range|missing_field):"))
+    grouped = quarantine.with_columns(key.then(pl.col("reason")).otherwise(pl.col("reason").str.replace(r":.*$", "")).alias("key"))
+    top = grouped["key"].value_counts(sort=True).row(0)
+    reason, count = top[0], int(top[1])
+    if count < MAJORITY_SHARE * rep.rows_in or count < min(rep.rows_in, MAJORITY_MIN_ROWS):
+        return
+    column = reason.split(":", 1)[1] if ":" in reason else None
+    rows = grouped.filter(pl.col("key") == reason)
+    if column is not None and raw is not None and names is not None and column in names:
+        values = (raw.frame.filter(pl.col("row").is_in(rows["row"].implode()))[f"c{names.index(column)}"]
+                  .fill_null("").unique(maintain_order=True).head(3).to_list())
+    else:
+        values = rows["content"].unique(maintain_order=True).head(3).to_list()
+    where = f", column {column!r}" if column else ""
+    shown = ", ".join(repr(v[:80]) for v in values)
+    raise InputError(
+        f"{rep.file}{where}: {count} of {rep.rows_in} rows quarantined as {reason.split(':')[0]} "
+        f"(e.g. {shown}); fix: {_fix_for(reason, column, values, source)}"
+    )
+
+
 @dataclass
 class CleanResult:
     """The stage's outputs, one field per params output (written by ``pipelines.io.write_result``)."""
@@ -909,6 +992,7 @@ def run(params: CleanParams, root: str | Path = ".") -> CleanResult:
         rep = FileReport(rel, enc, rows_in=rows_in, rows_kept=fb["row"].n_unique(), blank_lines=raw.blank_lines,
                          parser=raw.parser)
         rep.quarantined.update(q["reason"].to_list())
+        check_quarantine_share(rep, q, raw, source, column_names(raw.headers, source.preset))
         return fb, q, rep
 
     # Files are independent and polars releases the GIL: clean them side by side, collect in file order.
@@ -926,6 +1010,7 @@ def run(params: CleanParams, root: str | Path = ".") -> CleanResult:
             tk, q, blanks = clean_tickets(text.splitlines(), params.tickets, rel, params)
             rep = FileReport(rel, enc, rows_in=len(tk) + len(q), rows_kept=len(tk), blank_lines=blanks, parser="json")
             rep.quarantined.update(q["reason"].to_list())
+            check_quarantine_share(rep, q, None, params.tickets)
             ticket_parts.append(tk)
             quarantine_parts.append(q)
             reports.append(rep)
@@ -934,7 +1019,8 @@ def run(params: CleanParams, root: str | Path = ".") -> CleanResult:
         if rep.rows_in != rep.rows_kept + sum(rep.quarantined.values()):
             raise AssertionError(f"{rep.file}: rows in {rep.rows_in} != kept {rep.rows_kept} + quarantined {sum(rep.quarantined.values())}")
 
-    feedback = pl.concat(feedback_parts) if feedback_parts else pl.DataFrame(schema=FEEDBACK_SCHEMA)
+    # Sources with segments of their own add columns: the others' rows get nulls there.
+    feedback = pl.concat(feedback_parts, how="diagonal") if feedback_parts else pl.DataFrame(schema=FEEDBACK_SCHEMA)
     # A response id seen in two files (re-exported overlap) is kept once.
     # Within a file response ids are unique by now, so a repeated verbatim id spans files (a re-exported overlap).
     dup_across = feedback.filter(pl.col("verbatim_id").is_duplicated())
@@ -966,6 +1052,9 @@ def run(params: CleanParams, root: str | Path = ".") -> CleanResult:
         "empty_texts": status.get("empty", 0),
         "duplicate_texts": status.get("duplicate", 0),
         "tickets": len(tickets),
+        # Sources not configured (clean.tickets: null, surveys: []): later stages skip what needs them.
+        "surveys_provided": bool(params.surveys),
+        "tickets_provided": params.tickets is not None,
         "redactions": dict(sorted(redacted.items())),
         "languages": dict(sorted(languages.items())),
         "files": [r.as_dict() for r in reports],

@@ -80,6 +80,13 @@ def _params_cell(args: argparse.Namespace) -> int:
     return 0
 
 
+def _init(args: argparse.Namespace) -> int:
+    from pipelines import init
+
+    return init.main(args.files, project_root(args.root), dry_run=args.dry_run, programme_date=args.programme_date,
+                     lang=args.lang, title=args.title)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="koe", description="koe (声): voice-of-the-customer pipeline")
     parser.add_argument("--root", default=None, help="project folder (default: the one holding params.yaml above the cwd)")
@@ -89,6 +96,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--n-tickets", type=int)
     p.add_argument("--seed", type=int)
     p.set_defaults(func=_demo)
+    p = sub.add_parser(
+        "init", help="inspect your exports, print what each column seems to be and why, and write them into params.yaml",
+        description="Guesses each export's format, encoding, preset and every column's role from its values, then "
+                    "replaces the demo's sources in params.yaml (comments kept, validated, atomic). Exports are read from "
+                    "data/raw/: a file given from elsewhere is copied there.",
+    )
+    p.add_argument("files", nargs="+", metavar="FILE", help="survey exports (csv, tsv, xlsx, parquet, jsonl) and Zendesk ticket JSON Lines")
+    p.add_argument("--dry-run", action="store_true", help="only print the guesses and the changes; copy and write nothing")
+    p.add_argument("--programme-date", type=date.fromisoformat, default=None, metavar="DATE",
+                   help="YYYY-MM-DD: compare before and after this date (default: no programme comparison)")
+    p.add_argument("--lang", choices=("ja", "en"), default=None, help="report language (default: the language of the text)")
+    p.add_argument("--title", default=None, help="report title (default: from the first file's name)")
+    p.set_defaults(func=_init)
     p = sub.add_parser("stage", help="run one pipeline stage's notebook with its params.yaml section (dvc.yaml calls this)")
     p.add_argument("name")
     p.set_defaults(func=_stage)

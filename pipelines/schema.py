@@ -53,8 +53,9 @@ class SurveyColumns(StrictModel):
     timestamp: str
     customer_id: str | None = None
     nps: str | None = None  # 0–10
-    csat: str | None = None  # 1–5
-    ces: str | None = None  # 1–7
+    csat: str | None = None  # integer scale, range in SurveySource.csat_scale (1–5 by default)
+    ces: str | None = None  # integer scale, range in SurveySource.ces_scale (1–7 by default)
+    rating: str | None = None  # categorical rating as text (e.g. positive/negative, 満足/不満): kept as written
     persona: str | None = None
     channel: str | None = None
     product: str | None = None
@@ -91,6 +92,30 @@ class SurveySource(StrictModel):
     timestamp_format: str | None = None
     columns: SurveyColumns
     text_columns: dict[str, str] = Field(min_length=1)  # question_id → column holding that free-text answer
+    # Further segments (e.g. {age_band: 年代}): segment name → column; each becomes a column of the feedback table
+    # under that name, usable in kpis.segments like persona … journey.
+    segments: dict[str, str] = Field(default_factory=dict)
+    # Valid answers of the ordinal scales; anything outside is quarantined as out_of_range (NPS is always 0–10).
+    csat_scale: tuple[int, int] = (1, 5)
+    ces_scale: tuple[int, int] = (1, 7)
+
+    @field_validator("csat_scale", "ces_scale")
+    @classmethod
+    def _scale_order(cls, value: tuple[int, int]) -> tuple[int, int]:
+        if not -128 <= value[0] < value[1] <= 127:
+            raise ValueError(f"a scale is [lowest, highest] with lowest < highest (within -128..127), got {list(value)}")
+        return value
+
+    @field_validator("segments")
+    @classmethod
+    def _segment_names(cls, value: dict[str, str]) -> dict[str, str]:
+        taken = sorted(set(value) & RESERVED_FEEDBACK_COLUMNS)
+        if taken:
+            raise ValueError(f"segment name(s) {taken} are feedback-table columns already; pick other names "
+                             "(persona, channel, product, journey are mapped under columns:)")
+        if any(not k.strip() for k in value):
+            raise ValueError("a segment name cannot be empty")
+        return value
 
     def resolved(self, field_name: str, file: str = ""):
         value = getattr(self, field_name)
@@ -106,6 +131,11 @@ class SurveySource(StrictModel):
 
 
 FORMATS = ("csv", "tsv", "xlsx", "parquet", "jsonl")
+# The feedback table's own columns (pipelines/tables.py FEEDBACK_SCHEMA, kept here so this module stays polars-free).
+RESERVED_FEEDBACK_COLUMNS = {
+    "verbatim_id", "source", "file", "row", "response_id", "customer_id", "ts_utc", "date_local", "period", "nps", "csat",
+    "persona", "channel", "product", "journey", "question_id", "text", "lang", "text_status", "redactions", "ces", "rating",
+}
 
 
 class TicketSource(StrictModel):

@@ -16,7 +16,7 @@ FEEDBACK_SCHEMA: dict[str, pl.DataType] = {
     "date_local": pl.Date(),  # response date in the source's time zone
     "period": pl.String(),  # "YYYY-MM" of date_local
     "nps": pl.Int8(),  # 0–10, null when the source has no NPS question
-    "csat": pl.Int8(),  # 1–5, null when absent
+    "csat": pl.Int8(),  # the source's csat_scale (1–5 by default), null when absent
     "persona": pl.String(),
     "channel": pl.String(),
     "product": pl.String(),
@@ -27,7 +27,8 @@ FEEDBACK_SCHEMA: dict[str, pl.DataType] = {
     # "ok" | "non_answer" | "empty" | "duplicate" (same respondent, question and text seen before)
     "text_status": pl.String(),
     "redactions": pl.String(),  # comma-separated kinds replaced, e.g. "EMAIL,PHONE"; "" if none
-    "ces": pl.Int8(),  # customer effort score 1–7, null when absent
+    "ces": pl.Int8(),  # customer effort score (the source's ces_scale, 1–7 by default), null when absent
+    "rating": pl.String(),  # categorical rating as written (NFKC, stripped), null when the source has none
 }
 
 # data/clean/tickets.parquet — one row per support ticket.

@@ -42,6 +42,12 @@ _KEEP_POS = {"名詞", "動詞", "形容詞"}
 _DROP_POS2 = {"非自立可能", "数詞", "代名詞"}
 _LATIN = re.compile(r"^[A-Za-z][A-Za-z\-']*$")
 _KANJI = re.compile(r"[\u4e00-\u9fff]")
+# Formal nouns and function verbs that carry no theme, in the forms people write them; with the stop words they are
+# matched against every form Sudachi gives (surface, dictionary, normalised), so ため and 為 both go.
+FUNCTION_WORDS_JA = frozenset({
+    "よる", "因る", "依る", "拠る", "ため", "為", "こと", "事", "もの", "物", "ところ", "所", "とき", "わけ", "訳", "はず", "筈",
+    "つもり", "ほう", "うち", "たび", "度",
+})
 
 
 _MAX_CHARS = 12_000  # Sudachi refuses inputs over 49,149 bytes; c-TF-IDF joins a whole topic into one text
@@ -59,14 +65,27 @@ def _chunks(text: str, limit: int = _MAX_CHARS):
 
 
 class Tokenizer:
-    """Callable for scikit-learn's CountVectorizer: nouns, verbs, adjectives in normalised form."""
+    """Callable for scikit-learn's CountVectorizer: nouns, verbs, adjectives as people write them.
+
+    A word is shown in its dictionary form (使い → 使う, ゴミ箱 stays ゴミ箱), never Sudachi's normalised form, which
+    gives spellings no reader uses (塵箱, 其々, 御客様, 為). Stop words are expanded to every form Sudachi gives them
+    and a word is dropped when any of its forms is a stop word.
+    """
 
     def __init__(self, stop_words: list[str]):
         from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
         from sudachipy import Dictionary, SplitMode
 
         self._tok = Dictionary(dict="core").create(SplitMode.C)
-        self._stop = set(stop_words) | set(ENGLISH_STOP_WORDS) | set(STOP_WORDS_EN_EXTRA)
+        self._stop = self._all_forms(set(stop_words) | FUNCTION_WORDS_JA) | set(ENGLISH_STOP_WORDS) | set(STOP_WORDS_EN_EXTRA)
+
+    def _all_forms(self, words: set[str]) -> set[str]:
+        out = set(words)
+        for word in words:
+            morphemes = list(self._tok.tokenize(word)) if word.strip() else []
+            if len(morphemes) == 1:  # a stop word Sudachi reads as one word: its other spellings are stop words too
+                out |= {morphemes[0].dictionary_form(), morphemes[0].normalized_form()}
+        return out
 
     def __call__(self, text: str) -> list[str]:
         words: list[str] = []
@@ -85,12 +104,14 @@ class Tokenizer:
                 word = surface.lower()
                 if len(word) < 2 or "'" in word:  # contractions (can't, don't) are stop words
                     continue
+                forms = {word}
             else:
-                word = m.normalized_form()
+                word = m.dictionary_form()
                 # Single kana carry no meaning as topic words.
                 if len(word) < 2 and not _KANJI.match(word):
                     continue
-            if word not in self._stop and not word.isdigit():
+                forms = {surface, word, m.normalized_form()}
+            if forms.isdisjoint(self._stop) and not word.isdigit():
                 words.append(word)
         return words
 

@@ -468,3 +468,68 @@ def test_a_respondent_repeating_a_comment_is_a_duplicate_verbatim(tmp_path):
     # R2 is C1 again with the same text (after normalisation): its scores count, its text is not modelled twice
     assert status == {"R1": "ok", "R2": "duplicate", "R3": "ok"} and result.metrics["duplicate_texts"] == 1
     assert result.feedback.filter(pl.col("response_id") == "R2")["nps"].to_list() == [8]
+
+
+# ---------------------------------------------------------------- issue 13: any export, first try
+
+def test_every_html_entity_is_decoded_numeric_named_and_double_encoded():
+    frame = pl.DataFrame({"t": ["I can&#039;t log in", "it&rsquo;s slow &hellip;", "&#x2019;ok&#8217;", "&amp;rsquo;twice&amp;#039;",
+                                "caf&eacute; &lt;b&gt;bold&lt;/b&gt;"]})
+    assert frame.select(clean.normalise_text(pl.col("t")))["t"].to_list() == [
+        "I can't log in", "it’s slow ...", "’ok’", "’twice'", "café bold"]
+    assert clean.normalise_series(frame["t"]).to_list() == frame.select(clean.normalise_text(pl.col("t")))["t"].to_list()
+
+
+def test_a_text_rating_mapped_as_a_score_fails_naming_file_column_examples_and_fix(tmp_path):
+    rows = [f"R{i},C{i},2026/01/0{i % 9 + 1} 10:00,9,{'positive' if i % 3 else 'negative'},良い,シニア,app,スマート照明,使用"
+            for i in range(12)]
+    write(tmp_path, "a.csv", [HEADER] + rows)
+    with pytest.raises(InputError) as e:
+        clean.run(params(), tmp_path)
+    msg = str(e.value)
+    assert "raw/a.csv" in msg and "'満足度'" in msg and "12 of 12 rows" in msg
+    assert "'positive'" in msg and "'negative'" in msg and "columns.rating: 満足度" in msg
+
+
+def test_most_rows_out_of_range_asks_for_the_scale_and_a_declared_scale_reads_them(tmp_path):
+    rows = [f"R{i},C{i},2026/01/05 10:00,9,{i % 3 + 5},良い,シニア,app,スマート照明,使用" for i in range(14)]
+    write(tmp_path, "a.csv", [HEADER] + rows)
+    with pytest.raises(InputError, match=r"csat_out_of_range.*csat_scale: \[lowest, highest\]"):
+        clean.run(params(), tmp_path)
+    src = params().surveys[0].model_copy(update={"csat_scale": (1, 7)})
+    result = clean.run(CleanParams(surveys=[src]), tmp_path)
+    assert result.metrics["rows_kept"] == 14 and sorted(set(result.feedback["csat"])) == [5, 6, 7]
+
+
+def test_a_few_bad_rows_are_quarantined_not_fatal(tmp_path):
+    rows = [f"R{i},C{i},2026/01/05 10:00,{'x' if i < 4 else 9},4,良い,シニア,app,スマート照明,使用" for i in range(10)]
+    write(tmp_path, "a.csv", [HEADER] + rows)
+    assert clean.run(params(), tmp_path).metrics["rows_quarantined"] == 4
+
+
+def test_categorical_rating_and_own_segments_reach_the_feedback_table(tmp_path):
+    header = "id,when,評価,年代,ご意見"
+    write(tmp_path, "a.csv", [header, "1,2026/01/05 10:00, 満足 ,20代,良い", "2,2026/01/06 10:00,不満,３０代,悪い", "3,2026/01/07 10:00,,20代,普通"])
+    src = SurveySource(name="s", path="raw/*.csv", columns=SurveyColumns(response_id="id", timestamp="when", rating="評価"),
+                       text_columns={"comment": "ご意見"}, segments={"age_band": "年代"})
+    fb = clean.run(CleanParams(surveys=[src]), tmp_path).feedback.sort("row")
+    assert fb["rating"].to_list() == ["満足", "不満", None] and fb["age_band"].to_list() == ["20代", "30代", "20代"]
+    with pytest.raises(ValueError, match="feedback-table columns"):
+        SurveySource(name="s", path="x", columns=src.columns, text_columns={"c": "x"}, segments={"channel": "x"})
+
+
+def test_no_tickets_source_is_fine_and_metrics_say_so(tmp_path):
+    write(tmp_path, "a.csv", [HEADER] + ROWS[:3])
+    result = clean.run(params(), tmp_path)
+    assert len(result.tickets) == 0 and result.metrics["tickets"] == 0
+    assert result.metrics["tickets_provided"] is False and result.metrics["surveys_provided"] is True
+
+
+def test_metrics_json_is_ascii_so_dvc_reads_it_as_text(tmp_path):
+    write(tmp_path, "a.csv", [HEADER] + ROWS[:3])
+    p = params()
+    result = clean.run(p, tmp_path)
+    result.metrics["label"] = "ログイン不具合"
+    clean.write(result, p, tmp_path)
+    data = (tmp_path / p.metrics_path).read_bytes()
+    assert data.isascii() and json.loads(data)["label"] == "ログイン不具合"

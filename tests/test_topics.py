@@ -325,3 +325,9 @@ def test_beyond_the_fit_sample_verbatims_go_where_the_saved_model_puts_them(demo
     to_table = {r: row["topic"] for row in table.iter_rows(named=True) for r in row["raw_topics"]} | {-1: -1}
     placed = np.array([to_table[int(x)] for x in np.asarray(predicted)[rest]])
     assert np.array_equal(placed, assign["topic"].to_numpy()[rest])
+
+
+def test_topic_words_are_written_as_people_write_them_and_function_words_go_in_any_form(tok):
+    words = tok("ゴミ箱が使いにくいため、それぞれのお客様によって違う事がある。故障の為、修理に出した。アップデートに因る不具合のこと")
+    assert {"ゴミ箱", "それぞれ", "お客様", "故障", "修理", "アップデート", "不具合"} <= set(words)
+    assert not {"塵箱", "其々", "御客様", "為", "ため", "よる", "因る", "事", "こと"} & set(words)
