@@ -12,6 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from pipelines.io import write_result
 from pipelines import clean
 from pipelines.io import write_result
 from pipelines.clean import CleanParams, InputError, SurveyColumns, SurveySource, TicketSource
@@ -530,6 +531,6 @@ def test_metrics_json_is_ascii_so_dvc_reads_it_as_text(tmp_path):
     p = params()
     result = clean.run(p, tmp_path)
     result.metrics["label"] = "ログイン不具合"
-    clean.write(result, p, tmp_path)
+    write_result(result, p, tmp_path)
     data = (tmp_path / p.metrics_path).read_bytes()
     assert data.isascii() and json.loads(data)["label"] == "ログイン不具合"
