@@ -165,7 +165,7 @@ def net_sentiment(scored: pl.DataFrame, by: list[str] | None = None, alpha: floa
     )
     if not by:
         counts = counts.drop("_all")
-    rows = counts.to_dicts()
+    rows = [r for r in counts.to_dicts() if r["n"]]  # an empty input still yields one all-zero group
     for r in rows:
         c = (r["positive"], r["neutral"], r["negative"])
         r["net_sentiment"] = nps_value(c)
@@ -294,5 +294,8 @@ def run(params: SentimentParams, root: str | Path = ".", scorers: Scorers | None
             "labels": {label: int((tickets["sentiment"] == label).sum()) for label in LABELS},
             "net_sentiment": round(ticket_overall[0]["net_sentiment"], 2) if ticket_overall else None,
         },
+        "skipped": ([{"what": "survey verbatims", "reason": "no survey verbatims to score"}] if not scored.height else [])
+        + ([{"what": "tickets", "reason": "no tickets table (no ticket source, or its export holds no tickets)"}]
+           if not tickets.height else []),
     }
     return SentimentResult(scored, tickets, net, metrics)

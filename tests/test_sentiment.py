@@ -113,6 +113,22 @@ def test_bad_input_names_the_file_and_column(tmp_path, scorers):
         s.evaluate(s.read_labelled(bad), s.SentimentParams(), scorers)
 
 
+def test_a_survey_with_no_tickets_scores_the_survey_and_says_tickets_were_skipped(tmp_path, scorers):
+    from pipelines.tables import TICKETS_SCHEMA
+
+    verbatims = pl.DataFrame({"text": ["Great support, thank you", "Terrible app, it crashes"], "lang": ["en", "en"],
+                              "topic": [0, 1], "nps": [10, 1]})
+    verbatims.write_parquet(tmp_path / "assignments.parquet")
+    pl.DataFrame(schema=TICKETS_SCHEMA).write_parquet(tmp_path / "tickets.parquet")
+    cfg = s.SentimentParams(in_assignments="assignments.parquet", in_tickets="tickets.parquet", segments=[])
+    result = s.run(cfg, tmp_path, scorers)
+    assert result.metrics["scored"] == 2 and result.metrics["tickets"]["net_sentiment"] is None
+    assert [x["what"] for x in result.metrics["skipped"]] == ["tickets"]
+    assert result.net.filter(pl.col("source") == "tickets").height == 0
+    overall = result.net.filter((pl.col("source") == "survey") & (pl.col("level") == "overall")).row(0, named=True)
+    assert overall["n"] == 2 and overall["net_sentiment"] == 0.0  # one positive, one negative
+
+
 @pytest.fixture(scope="module")
 def demo_stage(tmp_path_factory, scorers):
     """A small demo, cleaned, with the planted theme standing in for the topic, through the stage's run/write."""
