@@ -187,13 +187,16 @@ REQUIRED_TEST_COLUMNS = ("comparison", "kpi", "segment_col", "segment_value", "l
 
 
 def segment_names(clean: CleanParams | None) -> dict[str, str]:
-    """persona/channel/… → the header the export used for it (the first survey source mapping it)."""
+    """Segment column (persona/channel/…, or a source's own ``segments`` name) → the header the export used for it
+    (the first survey source mapping it)."""
     names: dict[str, str] = {}
     for source in (clean.surveys if clean else []):
         for f in SEGMENT_FIELDS:
             column = getattr(source.columns, f)
             if column and f not in names:
                 names[f] = column
+        for name, column in source.segments.items():
+            names.setdefault(name, column)
     return names
 
 

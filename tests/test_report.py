@@ -371,3 +371,12 @@ def test_topics_show_net_sentiment_or_say_too_few(ctx_factory):
     assert "ネット感情" in html_ja and "<b>-80</b><br><small>-90…-65</small>" in html_ja and "<b>+35</b>" in html_ja
     assert "回答数が少なく判断できない" in html_ja  # topic 1: below min_n
     assert "Net sentiment" in report.topics_html(ctx_factory("en"))
+
+
+def test_segment_names_come_from_the_mapping_including_a_source_own_segments():
+    from pipelines.schema import CleanParams
+
+    clean = CleanParams.model_validate({"surveys": [{
+        "name": "s", "path": "data/raw/x.csv", "columns": {"response_id": "回答ID", "timestamp": "回答日", "channel": "経路"},
+        "text_columns": {"comment": "ご意見"}, "segments": {"age_band": "年代"}}]})
+    assert report.segment_names(clean) == {"channel": "経路", "age_band": "年代"}
