@@ -608,6 +608,9 @@ def skipped_notes(ctx: Context) -> list[tuple[str, str]]:
             out.append(("kpis", ctx.t("skipped.kpi", kpi=ctx.kpi(str(item.get("kpi", ""))), reason=item["reason"])))
     out += [("kpis", s) for s in _notes(ctx.kpis_metrics.get("notes"))]
     out += [("topics", s) for s in _notes(ctx.topics_metrics.get("notes"))]
+    for item in ctx.topics_metrics.get("skipped") or []:  # e.g. too few verbatims for a topic model
+        if isinstance(item, dict) and item.get("reason"):
+            out.append(("topics", ctx.t("skipped.topics", reason=item["reason"])))
     stale = ctx.topics_metrics.get("stale_curation_ids")
     if stale:
         out.append(("topics", ctx.t("skipped.stale_curation", ids=ctx.t("join.list").join(str(i) for i in stale))))

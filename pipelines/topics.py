@@ -36,6 +36,7 @@ import numpy as np
 import polars as pl
 
 from pipelines.io import saved_with
+from pipelines.tables import FEEDBACK_SCHEMA
 from pipelines.schema import STOP_WORDS_JA, BOILERPLATE_JA, STOP_WORDS_EN_EXTRA, CodebookTheme, TopicsParams  # noqa: F401  (re-exported)
 
 _KEEP_POS = {"名詞", "動詞", "形容詞"}
@@ -551,7 +552,10 @@ def by_segment(assignments: pl.DataFrame, segments: tuple[str, ...] = ("persona"
 def emerging(assignments: pl.DataFrame, params: TopicsParams) -> pl.DataFrame:
     """Per topic: recent vs earlier share and an ``emerging`` flag (a theme that grew sharply or is new)."""
     periods = sorted(assignments["period"].unique().to_list())
-    recent = set(periods[-params.emerging_months:])
+    # The recent window never swallows the whole series (two months of data: last month vs the first); with one
+    # month there is nothing to grow from, so nothing emerges.
+    k = min(params.emerging_months, len(periods) - 1)
+    recent = set(periods[-k:]) if k > 0 else set()
     a = assignments.with_columns(pl.col("period").is_in(list(recent)).alias("recent"))
     n_recent = max(a.filter(pl.col("recent")).height, 1)
     n_before = max(a.filter(~pl.col("recent")).height, 1)
@@ -562,7 +566,7 @@ def emerging(assignments: pl.DataFrame, params: TopicsParams) -> pl.DataFrame:
     )
     grew = pl.col("share_recent") >= params.emerging_min_ratio * pl.col("share_before")
     return stats.with_columns(
-        ((pl.col("topic") != -1) & (pl.col("n_recent") >= params.emerging_min_docs) & grew).alias("emerging")
+        ((pl.col("topic") != -1) & (pl.col("n_recent") >= params.emerging_min_docs) & grew & (k > 0)).alias("emerging")
     ).sort("topic")
 
 
@@ -588,8 +592,67 @@ def registry_update(registry: pl.DataFrame | None, matching: pl.DataFrame, cents
 
 
 def save_model(model, folder: Path) -> None:
-    """BERTopic's safetensors save (no embedding model: the embeddings come from the embed stage)."""
+    """BERTopic's safetensors save (no embedding model: the embeddings come from the embed stage); with no model
+    (too few verbatims) the folder holds a note saying so, so DVC still finds the declared output."""
+    if isinstance(model, NoModel):
+        folder.mkdir(parents=True)
+        (folder / "NO_MODEL.txt").write_text("No topic model was fitted: see reports/metrics/topics.json (skipped).\n",
+                                             encoding="utf-8")
+        return
     model.save(folder, serialization="safetensors", save_ctfidf=True, save_embedding_model=False)
+
+
+class NoModel:
+    """Stands in for the BERTopic model when none was fitted (the output folder then says why)."""
+
+
+ASSIGNMENT_COLUMNS = ["verbatim_id", "response_id", "source", "period", "date_local", "persona", "channel", "product",
+                      "journey", "lang", "nps", "csat", "text"]
+MIN_VERBATIMS = 20  # fewer, and no clustering is worth showing
+
+
+def extra_columns(docs: pl.DataFrame) -> list[str]:
+    """The rating and the export's own segment columns (a source's ``segments``), carried for per-topic views."""
+    return [c for c in docs.columns if c == "rating" or (c not in FEEDBACK_SCHEMA and c != "text_hash")]
+
+
+def too_few(n_docs: int, params: TopicsParams, feedback: pl.DataFrame) -> str | None:
+    """Why this run cannot fit topics (None when it can), naming the knob that applies to the chosen clusterer."""
+    if params.clusterer == "kmeans":
+        need, knob = max(params.n_topics * 3, MIN_VERBATIMS), f"topics.n_topics={params.n_topics} (kmeans)"
+    else:
+        need, knob = max(params.min_cluster_size * 2, MIN_VERBATIMS), f"topics.min_cluster_size={params.min_cluster_size} (hdbscan)"
+    if n_docs >= need:
+        return None
+    rows = feedback.height
+    where = (f"{rows:,} feedback rows, {feedback.filter(pl.col('text_status') == 'ok').height:,} with a usable comment"
+             if rows else "the clean stage kept no survey verbatims (a tickets-only export, or every row quarantined: "
+                          "see reports/metrics/clean.json)")
+    return f"only {n_docs:,} verbatims to model, {need} needed with {knob}: {where}"
+
+
+def empty_result(docs: pl.DataFrame, why: str) -> TopicsResult:
+    """No topic model: empty tables with the stage's schemas and the reason in the metrics (the report says it)."""
+    assignments = docs.select(ASSIGNMENT_COLUMNS + extra_columns(docs)).with_columns(
+        pl.lit(-1, dtype=pl.Int64).alias("topic"), pl.lit(None, dtype=pl.Float64).alias("similarity"))
+    table = pl.DataFrame(schema=TOPIC_TABLE_SCHEMA)
+    metrics = {"verbatims": docs.height, "fitted_verbatims": 0, "n_topics": 0, "emerging_topics": [],
+               "skipped": [{"what": "topic model", "reason": why}]}
+    return TopicsResult(
+        assignments=assignments, topics=table, over_time=over_time(assignments), by_segment=by_segment(assignments),
+        registry=pl.DataFrame(schema={"topic": pl.Int64, "centroid": pl.List(pl.Float32), "active": pl.Boolean,
+                                      "label": pl.String}),
+        model=NoModel(), metrics=metrics, umap_cache=pl.DataFrame(schema={"key": pl.String}),
+    )
+
+
+TOPIC_TABLE_SCHEMA: dict[str, pl.DataType] = {
+    "topic": pl.Int64(), "label": pl.String(), "label_en": pl.String(), "words": pl.List(pl.String),
+    "words_en": pl.List(pl.String), "examples": pl.List(pl.String), "size": pl.Int64(), "codebook": pl.String(),
+    "raw_topics": pl.List(pl.Int64), "share": pl.Float64(), "new": pl.Boolean(), "match_similarity": pl.Float64(),
+    "n_recent": pl.UInt32(), "n_before": pl.UInt32(), "share_recent": pl.Float64(), "share_before": pl.Float64(),
+    "emerging": pl.Boolean(), "coherence_npmi": pl.Float64(),
+}
 
 
 @dataclass
@@ -611,8 +674,8 @@ def run(params: TopicsParams, root: str | Path = ".") -> TopicsResult:
     feedback = pl.read_parquet(root / params.in_feedback)
     embeddings = pl.read_parquet(root / params.in_embeddings)
     docs, vectors = docs_and_embeddings(feedback, embeddings)
-    if len(docs) < max(params.n_topics * 3, 20):
-        raise ValueError(f"only {len(docs)} verbatims to model: too few for topic modelling with n_topics={params.n_topics}")
+    if (why := too_few(len(docs), params, feedback)) is not None:
+        return empty_result(docs, why)
     registry_path = root / params.out_registry
     registry = pl.read_parquet(registry_path) if registry_path.exists() else None
     model_id = embedding_model_id(embeddings)
@@ -636,10 +699,7 @@ def run(params: TopicsParams, root: str | Path = ".") -> TopicsResult:
     stable = apply_merges(np.array([to_stable[t] for t in raw.tolist()], dtype=np.int64), merges)
     texts = docs["text"].to_list()
     stable_cents = centroids(vectors, stable)  # once: similarity and the table's examples both use them
-    assignments = docs.select(
-        "verbatim_id", "response_id", "source", "period", "date_local", "persona", "channel", "product", "journey",
-        "lang", "nps", "csat", "text",
-    ).with_columns(pl.Series("topic", stable, dtype=pl.Int64), pl.Series("similarity", _doc_similarity(vectors, stable, stable_cents), dtype=pl.Float64))
+    assignments = docs.select(ASSIGNMENT_COLUMNS + extra_columns(docs)).with_columns(pl.Series("topic", stable, dtype=pl.Int64), pl.Series("similarity", _doc_similarity(vectors, stable, stable_cents), dtype=pl.Float64))
     table = topic_table(model, raw, stable, matching, themes, vectors, texts, params, docs["lang"].to_list(),
                         None if rest.size == 0 else set(sample.tolist()), stable_cents)
     em = emerging(assignments, params)

@@ -73,6 +73,38 @@ def test_emerging_flags_a_new_theme_and_not_a_steady_one():
     assert row["n_recent"] == 50 and row["n_before"] == 8
 
 
+def test_two_months_compare_the_last_month_with_the_first_and_one_month_emerges_nothing():
+    steady = {("2026-09", 0): 40, ("2026-10", 0): 40, ("2026-09", 1): 30, ("2026-10", 1): 30}
+    em = emerging(_assignments({**steady, ("2026-09", 2): 2, ("2026-10", 2): 25}), TopicsParams(emerging_months=2))
+    assert dict(zip(em["topic"], em["emerging"])) == {0: False, 1: False, 2: True}
+    assert em.filter(pl.col("topic") == 0)["n_before"].item() == 40  # the first month is the baseline
+    one = emerging(_assignments({("2026-10", 0): 40, ("2026-10", 1): 30}), TopicsParams())
+    assert not one["emerging"].any()
+
+
+def test_too_few_verbatims_give_an_empty_explained_result_and_every_declared_output(tmp_path):
+    from pipelines import topics
+    from pipelines.io import write_result
+    from pipelines.tables import FEEDBACK_SCHEMA
+
+    pl.DataFrame(schema=FEEDBACK_SCHEMA).write_parquet(tmp_path / "feedback.parquet")
+    pl.DataFrame(schema={"text_hash": pl.String, "vector": pl.Array(pl.Float32, 512), "model_id": pl.String}
+                 ).write_parquet(tmp_path / "embeddings.parquet")
+    params = TopicsParams(in_feedback="feedback.parquet", in_embeddings="embeddings.parquet")
+    result = topics.run(params, tmp_path)
+    (why,) = result.metrics["skipped"]
+    assert "only 0 verbatims" in why["reason"] and "min_cluster_size=15 (hdbscan)" in why["reason"]
+    assert "n_topics" not in why["reason"] and "tickets-only" in why["reason"]
+    assert result.topics.height == 0 and result.assignments.height == 0
+    write_result(result, params, tmp_path)
+    for key in ("out_assignments", "out_topics", "out_over_time", "out_by_segment", "out_registry", "umap_cache",
+                "metrics_path"):
+        assert (tmp_path / getattr(params, key)).is_file(), key
+    assert (tmp_path / params.model_dir / "NO_MODEL.txt").is_file()
+    kmeans = topics.too_few(30, TopicsParams(clusterer="kmeans", n_topics=12), pl.DataFrame(schema=FEEDBACK_SCHEMA))
+    assert "topics.n_topics=12 (kmeans)" in kmeans and "36 needed" in kmeans
+
+
 def test_over_time_shares_sum_to_one_per_month():
     a = _assignments({("2026-01", 0): 3, ("2026-01", 1): 1, ("2026-02", 1): 2})
     t = over_time(a)
