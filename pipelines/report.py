@@ -86,6 +86,8 @@ def number(x: Any, lang: str, digits: int = 1, style: str = "plain") -> str | No
     frac = "0" * digits
     pattern = "#,##0" + ("." + frac if digits else "")
     value = Decimal(float(x))  # exact binary value: rounds like Python's own format()
+    if style == "signed" and round(value, digits) == 0:  # a change that rounds to nothing: never "-0.0"
+        return "±" + format_decimal(Decimal(0), pattern, locale=locale)
     if style == "percent":
         return format_percent(value, pattern + "%", locale=locale)
     if style == "signed":
@@ -303,9 +305,12 @@ def _segment(ctx: Context, col: str, value: str) -> str:
 def _lead_kpis(ctx: Context) -> tuple[str | None, str | None]:
     """The survey and the support headline KPI the summary leads with (registry order), if the data have them."""
     present = set(_usable(ctx).filter(pl.col("segment_col") == "all")["kpi"].to_list())
-    survey = next((k for k in kpi_registry.HEADLINE if k in present and kpi_registry.get(k).source == "survey"), None)
-    support = next((k for k in kpi_registry.HEADLINE if k in present and kpi_registry.get(k).source == "tickets"), None)
-    return survey, support
+
+    def lead(source: str) -> str | None:  # a headline KPI first, else the first the data have (e.g. a rating share)
+        order = list(kpi_registry.HEADLINE) + list(kpi_registry.KPIS)
+        return next((k for k in order if k in present and kpi_registry.get(k).source == source), None)
+
+    return lead("survey"), lead("tickets")
 
 
 def _join(ctx: Context, items: list[str], key: str = "join.list") -> str:
@@ -346,8 +351,10 @@ def finding_sentence(ctx: Context, row: dict) -> str | None:
 
 
 def window_finding(ctx: Context) -> str | None:
-    """What changed in the latest window for the lead survey KPI, with the adverse shifts flagged as alerts."""
-    kpi = _lead_kpis(ctx)[0]
+    """What changed in the latest window for the lead survey KPI (the support one when there is no survey), with
+    the adverse shifts flagged as alerts."""
+    survey, support = _lead_kpis(ctx)
+    kpi = survey or support
     row = _row(ctx, "window", kpi) if kpi else None
     text_ = finding_sentence(ctx, row) if row else None
     if text_ is None:
@@ -431,13 +438,20 @@ def executive_findings(ctx: Context, top: int = 5) -> list[str]:
             seen.add(_key(row))
         out.append(sentence)
 
-    window = _row(ctx, "window", survey) if survey else None
+    window = _row(ctx, "window", survey or support) if survey or support else None
     add(window_finding(ctx), window)
     add(emerging_finding(ctx))
     programme = {k: _row(ctx, "programme", k) if k else None for k in (survey, support)}
     add(finding_sentence(ctx, programme[survey]) if programme[survey] else None, programme[survey])
     add(segments_finding(ctx))  # where the overall programme effect came from
     add(finding_sentence(ctx, programme[support]) if programme[support] else None, programme[support])
+    if not out:  # e.g. only customer KPIs: lead with the first overall shift that holds, if any
+        held = _usable(ctx).filter((pl.col("segment_col") == "all") & pl.col("significant").fill_null(False))
+        for row in sorted(held.iter_rows(named=True), key=lambda r: kpi_registry.sort_key(r["kpi"]))[:1]:
+            add(finding_sentence(ctx, row), row)
+    if not out:  # say so rather than leave the reader without a summary
+        out.append(ctx.t("finding.none", n_tests=number(_n_tests(ctx), ctx.lang, style="count")) if _n_tests(ctx)
+                   else ctx.t("finding.no_tests"))
     return out[:top]
 
 

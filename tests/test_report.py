@@ -271,6 +271,7 @@ def test_number_format_is_locale_aware_and_counts_are_integers():
     assert report.number(12345.678, "ja", 1) == "12,345.7" and report.number(12345.678, "en", 1) == "12,345.7"
     assert report.number(-3.25, "en", 1, "signed") == "-3.2" and report.number(19.3, "ja", 1, "signed") == "+19.3"
     assert report.number(1234.0, "en", style="count") == "1,234"
+    assert report.number(-0.01, "ja", 1, "signed") == "±0.0" and report.number(-0.4, "en", 0, "signed") == "±0"
     assert report.number(0.345, "ja", 1, "percent") == "34.5%"
     assert report.number(None, "ja") is None and report.number(float("nan"), "en") is None
 
