@@ -152,7 +152,7 @@ def test_two_months_of_nps_only(kernel, tmp_path):
     rows = list(csv.reader(io.StringIO(path.read_text(encoding="utf-8"))))[1:]
     oct_scores = [int(r[3]) for r in rows if r[2].startswith("2026-10") and int(r[3]) <= 10]
     row = headline(tests, "nps")
-    assert (row["label_a"], row["label_b"]) == ("2026-09", "2026-10")
+    assert (row["label_a"], row["label_b"]) == ("2026-09〜2026-09", "2026-10〜2026-10")
     assert row["est_b"] == pytest.approx(nps(oct_scores)) and row["n_b"] == len(oct_scores)
     topics = pl.read_parquet(root / "data/topics/topics.parquet")
     assert topics.height >= 2 and topics["emerging"].sum() < topics.height  # not everything is "emerging"
