@@ -189,14 +189,16 @@ def test_a_segment_with_150_values(kernel, tmp_path):
     assert "store" in p.kpis.segments
     page, tests, _ = run(kernel, root)
     check_page(page)
-    stores = set(tests.filter(pl.col("segment_col") == "store")["segment_value"])
-    assert len(stores) == 150  # the full table keeps every value …
-    shown = set(re.findall(r"店舗\d{3}", visible(page)))
-    assert 0 < len(shown) <= p.report.max_segment_values  # … the page shows the largest ones
-    assert len(page) < 1_500_000
     rows = list(csv.reader(io.StringIO(path.read_text(encoding="utf-8"))))[1:]
     parsed = [(datetime.strptime(r[1], "%Y-%m-%d %H:%M").date(), int(r[2])) for r in rows]
     start, end = window([d for d, _ in parsed], p.kpis.window_months)
+    before, _ = window([start - timedelta(days=1)], p.kpis.window_months)
+    in_windows = {r[4] for r, (d, _) in zip(rows, parsed) if before <= d < end}
+    stores = set(tests.filter((pl.col("comparison") == "window") & (pl.col("segment_col") == "store"))["segment_value"])
+    assert stores == in_windows and len(stores) > 100  # the full table keeps every store of the two windows …
+    shown = set(re.findall(r"店舗\d{3}", visible(page)))
+    assert 0 < len(shown) <= p.report.max_segment_values  # … the page shows the largest ones
+    assert len(page) < 1_500_000
     assert headline(tests, "nps")["est_b"] == pytest.approx(nps([s for d, s in parsed if start <= d < end]))
 
 
