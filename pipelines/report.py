@@ -907,7 +907,7 @@ def run_info(ctx: Context, root: str | Path, params) -> dict:
     return {
         "data window": f"{periods[0]} – {periods[-1]}" if periods else None,
         "programme date": str(programme_date) if programme_date else None,
-        "window comparison": f"{window[0]} → {window[1]}" if window else None,
+        "window comparison": f"{period(window[0], ctx.lang)} → {period(window[1], ctx.lang)}" if window else None,
         "FDR q": params.kpis.fdr_q,
         "tests in the family": _n_tests(ctx),
         "data hash (sha256)": data_hash.hexdigest()[:16],

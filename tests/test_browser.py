@@ -27,8 +27,8 @@ PROBE = "window.__koe_pwned"
 PLANTED = [f"<script>{PROBE} = 1</script>危ない声", f'<img src=x onerror="{PROBE} = 2">画像の声']
 
 pytestmark = pytest.mark.slow
-# Japanese script (kana, kanji, CJK punctuation, half-width kana); full-width symbols such as ＝ are marks, not words.
-JAPANESE = re.compile(r"[\u3000-\u30ff\u3400-\u9fff\uff66-\uff9f]")
+# Japanese words: kana, kanji, half-width kana. Marks shared with Japanese typography (＝, the 〜 of span labels) are not words.
+JAPANESE = re.compile(r"[\u3040-\u30ff\u3400-\u9fff\uff66-\uff9f]")
 WIDTHS = (1280, 390)
 MAX_PRINT_PAGES = 12
 MAX_TOPICS_PX = 3000  # the topics section at 1280 px on the test demo
