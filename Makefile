@@ -8,19 +8,25 @@ STAMP  := $(VENV)/.koe-setup
 UV_VERSION := 0.13.8
 export PATH := $(BIN):$(PATH)
 
-.PHONY: setup demo test test-fast lab lock clean-outputs browser
+.PHONY: setup demo test test-fast lab lock clean-outputs browser lint
 
 setup: $(STAMP)
 
 # The pinned, torch-free closure (requirements.lock is complete, hence --no-deps: bertopic would
 # otherwise pull sentence-transformers and torch), the project itself, and a Jupyter kernel "koe"
 # whose interpreter path is absolute (cron runs without the venv on PATH).
-$(STAMP): requirements.lock pyproject.toml
+$(STAMP): requirements.lock pyproject.toml jupyter/overrides.json
 	@test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/python -m pip install -q uv==$(UV_VERSION)
 	$(VENV)/bin/uv pip install -q --python $(VENV)/bin/python --no-deps -r requirements.lock
 	$(VENV)/bin/uv pip install -q --python $(VENV)/bin/python --no-deps -e .
 	$(VENV)/bin/python -m ipykernel install --sys-prefix --name koe --display-name koe >/dev/null
+	@# JupyterLab defaults for this venv: no news or update pop-up (a user's own settings still win)
+	@mkdir -p $(VENV)/share/jupyter/lab/settings && cp jupyter/overrides.json $(VENV)/share/jupyter/lab/settings/overrides.json
+	@# notebook outputs never reach a commit (.gitattributes names the filter; git config holds its command)
+	@! git rev-parse --is-inside-work-tree >/dev/null 2>&1 || { \
+		git config filter.nbstripout.clean "'$(BIN)/nbstripout' --keep-id" && git config filter.nbstripout.smudge cat && \
+		git config diff.ipynb.textconv "'$(BIN)/nbstripout' --keep-id -t"; }
 	@touch $@
 
 demo: setup
@@ -55,3 +61,7 @@ lab: setup
 lock: setup
 	uv pip compile -q --python-version 3.11 requirements.in --override overrides.txt -o requirements.lock
 	python scripts/sync_environment.py
+
+# ruff, configured in pyproject.toml
+lint: setup
+	ruff check pipelines tests

@@ -87,14 +87,18 @@ def _init(args: argparse.Namespace) -> int:
                      lang=args.lang, title=args.title)
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    from pipelines import __version__
+    from pipelines.stages import STAGES  # light (pydantic schema only): an unknown stage is refused before any stage import
+
     parser = argparse.ArgumentParser(prog="koe", description="koe (声): voice-of-the-customer pipeline")
+    parser.add_argument("--version", action="version", version=f"koe {__version__}")
     parser.add_argument("--root", default=None, help="project folder (default: the one holding params.yaml above the cwd)")
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("demo-data", help="write the built-in demo exports (Company A) into data/raw")
-    p.add_argument("--n-responses", type=int)
-    p.add_argument("--n-tickets", type=int)
-    p.add_argument("--seed", type=int)
+    p.add_argument("--n-responses", type=int, metavar="N", help="survey responses to generate (default: params.yaml › demo)")
+    p.add_argument("--n-tickets", type=int, metavar="N", help="support tickets to generate (default: params.yaml › demo)")
+    p.add_argument("--seed", type=int, help="random seed; the same seed writes the same files (default: params.yaml › demo)")
     p.set_defaults(func=_demo)
     p = sub.add_parser(
         "init", help="inspect your exports, print what each column seems to be and why, and write them into params.yaml",
@@ -110,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--title", default=None, help="report title (default: from the first file's name)")
     p.set_defaults(func=_init)
     p = sub.add_parser("stage", help="run one pipeline stage's notebook with its params.yaml section (dvc.yaml calls this)")
-    p.add_argument("name")
+    p.add_argument("name", choices=list(STAGES), metavar="NAME", help=f"one of: {', '.join(STAGES)}")
     p.set_defaults(func=_stage)
     p = sub.add_parser(
         "run", help="scheduled run: the whole pipeline for one window, published to reports/runs/<as-of>/",
@@ -122,13 +126,20 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--wait", type=float, default=0.0, metavar="SECONDS",
                    help="wait up to this long for a running run to finish instead of refusing at once")
     p.set_defaults(func=_run)
-    p = sub.add_parser("check", help="validate params.yaml against the schema and the notebooks")
+    p = sub.add_parser("check", help="validate params.yaml against the schema and the notebooks",
+                       description="Validates params.yaml against pipelines/schema.py, checks that every stage notebook "
+                                   "declares exactly its section's keys, and that every in_* path is an earlier stage's "
+                                   "output. Exit 2 with the key's path on the first problem.")
     p.set_defaults(func=_check)
     p = sub.add_parser("params-cell", help="write each stage notebook's parameters cell from the schema and params.yaml")
     p.add_argument("stages", nargs="*", metavar="STAGE", help="default: every stage")
     p.add_argument("--check", action="store_true", help="change nothing; exit 1 when a notebook's cell differs")
     p.set_defaults(func=_params_cell)
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="koe: %(message)s", stream=sys.stderr)
     try:
         return args.func(args)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from dataclasses import dataclass, field
 from decimal import Decimal
 from functools import lru_cache
@@ -36,6 +37,8 @@ IMPROVED, WORSENED, NO_CHANGE = "improved", "worsened", "no detectable change"
 VERDICT_COLOURS = {IMPROVED: "#009E73", WORSENED: "#D55E00", NO_CHANGE: "#555555", TOO_FEW: "#999999"}
 VERDICT_MARK = {IMPROVED: "▲", WORSENED: "▼", NO_CHANGE: "＝", TOO_FEW: "?"}
 SEGMENT_FIELDS = ("persona", "channel", "product", "journey")
+TOPIC_ROWS = 12  # topics shown open; the rest fold under one line (keeps the page and its print short)
+JAPANESE = re.compile(r"[\u3040-\u30ff\u3400-\u9fff\uff00-\uffef]")  # kana, kanji, full-width forms
 EMPTY_SPAN = "(empty)"  # the kpis stage's label of a span with no months (programme date outside the data)
 
 
@@ -105,8 +108,6 @@ _MONTHS_EN = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oc
 
 def period(label: str, lang: str) -> str:
     """'2026-05〜2026-10' → '2026年5月〜10月' (ja) or 'May–Oct 2026' (en); other labels unchanged."""
-    import re
-
     m = re.fullmatch(r"(\d{4})-(\d{2})(?:〜(\d{4})-(\d{2}))?", label or "")
     if not m:
         return label
@@ -296,10 +297,40 @@ def _digits(kpi: str) -> int:
     return kpi_registry.get(kpi).digits if kpi in kpi_registry.BY_KEY else 1
 
 
+def value_label(ctx: Context, col: str, value: str) -> str:
+    """A segment value as the reader's language names it: in English through ``report.value_labels_en`` (keyed by
+    the field, e.g. ``journey``, or by the export's header), else the value as exported."""
+    if ctx.lang != "en":
+        return value
+    mapping = ctx.params.value_labels_en
+    names = mapping.get(col) or mapping.get(ctx.segment_names.get(col, col)) or {}
+    return names.get(value, value)
+
+
+def column_label(ctx: Context, col: str) -> str:
+    """A segment field: the export's own header in Japanese, the field's English name in English."""
+    if ctx.lang == "en" and f"field.{col}" in catalogue():
+        return ctx.t(f"field.{col}")
+    return ctx.segment_names.get(col, col)
+
+
 def _segment(ctx: Context, col: str, value: str) -> str:
     if col == "all":
         return ctx.t("all")
-    return ctx.t("segment_value", column=ctx.segment_names.get(col, col), value=value)
+    return ctx.t("segment_value", column=column_label(ctx, col), value=value_label(ctx, col, value))
+
+
+def topic_label(ctx: Context, row: dict) -> str:
+    """A topic's label in the report's language: in English ``label_en`` (curated ``topics.labels_en`` or the
+    English top words), else the English words, else the original label."""
+    if ctx.lang == "en":
+        return row.get("label_en") or ", ".join(list(row.get("words_en") or [])[:3]) or row["label"]
+    return row["label"]
+
+
+def topic_words(ctx: Context, row: dict) -> list[str]:
+    words = list(row.get("words_en") or []) if ctx.lang == "en" else []
+    return words or list(row.get("words") or [])
 
 
 def _lead_kpis(ctx: Context) -> tuple[str | None, str | None]:
@@ -378,7 +409,7 @@ def emerging_finding(ctx: Context) -> str | None:
     if not em.height:
         return None
     row = em.row(0, named=True)
-    out = say(lang, "finding.emerging", label=ctx.t("quote", text=row["label"]),
+    out = say(lang, "finding.emerging", label=ctx.t("quote", text=topic_label(ctx, row)),
               share_recent=number(row.get("share_recent"), lang, 1, "percent"),
               share_before=number(row.get("share_before"), lang, 1, "percent"),
               n_recent=number(row.get("n_recent"), lang, style="count"))
@@ -457,14 +488,39 @@ def executive_findings(ctx: Context, top: int = 5) -> list[str]:
 
 # ------------------------------------------------------------------ sections
 
+class Section(str):
+    """An HTML fragment that is one section of the page: ``anchor`` is its id, ``title`` its entry in the
+    contents bar. It is a plain string everywhere else."""
+
+    anchor: str
+    title: str
+
+    def __new__(cls, html: str, anchor: str, title: str) -> "Section":
+        obj = super().__new__(cls, html)
+        obj.anchor, obj.title = anchor, title
+        return obj
+
+
+TOC_KEY = "koe_section"  # display-output metadata naming a section for the contents bar
+
+
+def _section(ctx: Context, key: str, template: str, **fields: Any) -> Section:
+    anchor = f"koe-{key}"
+    return Section(render(template, ctx.lang, anchor=anchor, **fields), anchor, ctx.t(f"toc.{key}"))
+
+
 def show(*items: Any) -> None:
-    """Display each non-empty fragment (HTML string or chart); an absent section leaves no trace on the page."""
+    """Display each non-empty fragment (HTML string or chart); an absent section leaves no trace on the page.
+    A ``Section`` carries its anchor and title in the output's metadata, where the page's contents bar finds them."""
     from IPython.display import HTML, display
 
     for item in items:
         if item is None or (isinstance(item, str) and not item.strip()):
             continue
-        display(HTML(item) if isinstance(item, str) else item)
+        if isinstance(item, Section):
+            display(HTML(item), metadata={TOC_KEY: {"anchor": item.anchor, "title": item.title}})
+        else:
+            display(HTML(item) if isinstance(item, str) else item)
 
 
 def header_html(ctx: Context, run_info: dict) -> str:
@@ -474,7 +530,7 @@ def header_html(ctx: Context, run_info: dict) -> str:
 
 def summary_html(ctx: Context) -> str:
     findings = executive_findings(ctx)
-    return render("summary.html.j2", ctx.lang, findings=findings) if findings else ""
+    return _section(ctx, "summary", "summary.html.j2", findings=findings) if findings else ""
 
 
 def _tile_comparison(ctx: Context) -> pl.DataFrame:
@@ -482,8 +538,9 @@ def _tile_comparison(ctx: Context) -> pl.DataFrame:
     return rows if rows.height else _comparison(ctx, "window")
 
 
-def tiles_html(ctx: Context) -> str:
-    """Overall KPIs after the programme (or in the latest window when there is no programme comparison)."""
+def tiles_html(ctx: Context, chart: str = "") -> str:
+    """Overall KPIs after the programme (or in the latest window when there is no programme comparison), then
+    ``chart`` (from ``chart_html``) when given."""
     rows = _tile_comparison(ctx).filter(pl.col("segment_col") == "all")
     if not rows.height:
         return ""
@@ -491,7 +548,7 @@ def tiles_html(ctx: Context) -> str:
                    key=lambda r: kpi_registry.sort_key(r["kpi"]))
     a, b = _spans(rows)
     note = ctx.t("tiles_note", period_a=period(a, ctx.lang), period_b=period(b, ctx.lang), ci=ctx.t("ci", level=ctx.level))
-    return render("tiles.html.j2", ctx.lang, tiles=tiles, note=note, level=ctx.level)
+    return _section(ctx, "kpis", "tiles.html.j2", tiles=tiles, note=note, level=ctx.level, chart=_markup(chart))
 
 
 def _matrix(ctx: Context, comparison: str, same_spans: bool = False) -> dict | None:
@@ -507,7 +564,7 @@ def _matrix(ctx: Context, comparison: str, same_spans: bool = False) -> dict | N
         values = volume.filter(pl.col("segment_col") == col)["segment_value"].to_list()
         segs += [(col, v) for v in sorted(values[:cap])]  # the largest, in a stable reading order
         if len(values) > cap:
-            more.append(ctx.t("more_segments", column=ctx.segment_names.get(col, col), n=number(len(values) - cap, ctx.lang, style="count"),
+            more.append(ctx.t("more_segments", column=column_label(ctx, col), n=number(len(values) - cap, ctx.lang, style="count"),
                               shown=number(cap, ctx.lang, style="count"), path=ctx.params.in_kpi_tests))
     a, b = _spans(rows)
     return {
@@ -547,8 +604,8 @@ def shift_table_html(ctx: Context, max_rows: int = 40) -> str:
     if not matrices and not detail:
         return ""
     more = max(len(detail) - max_rows, 0)
-    return render("shifts.html.j2", ctx.lang, matrices=matrices, detail=detail[:max_rows], more=more,
-                  path=ctx.params.in_kpi_tests, level=ctx.level)
+    return _section(ctx, "shifts", "shifts.html.j2", matrices=matrices, detail=detail[:max_rows], more=more,
+                    path=ctx.params.in_kpi_tests, level=ctx.level)
 
 
 def _driver(ctx: Context, topic: int) -> dict | None:
@@ -575,8 +632,9 @@ def topic_sentiment(net: pl.DataFrame | None) -> pl.DataFrame:
     )
 
 
-def topics_html(ctx: Context) -> str:
-    """Topics by size with their NPS effect (from the drivers table) and net sentiment, when those exist."""
+def topics_html(ctx: Context, chart: str = "") -> str:
+    """Topics by size, one row each: label, size, monthly-share sparkline, NPS effect (from the drivers table) and
+    net sentiment when those exist, and example verbatims. The largest ``TOPIC_ROWS`` are open, the rest folded."""
     rows = ctx.topics.filter(pl.col("topic") != -1)
     if not rows.height:
         return ""
@@ -591,19 +649,49 @@ def topics_html(ctx: Context) -> str:
     has_sentiment = sentiment.height > 0
     if has_sentiment:
         rows = rows.join(sentiment, on="topic", how="left")
-    rows = rows.sort("size", descending=True)
+    # emerging topics first (they never fold away), then by size
+    rows = rows.with_columns(pl.col("emerging").fill_null(False).alias("_em") if "emerging" in rows.columns else pl.lit(False).alias("_em"))
+    rows = rows.sort(["_em", "size"], descending=[True, True])
+    sparks = _sparklines(ctx.topics_over_time)
     out = []
     for r in rows.iter_rows(named=True):
+        label, words = topic_label(ctx, r), topic_words(ctx, r)
         out.append({**{k: r.get(k) for k in ("nps_diff", "nps_ci_low", "nps_ci_high", "nps_significant", "sent_net", "sent_low",
                                               "sent_high", "sent_enough", "share_recent")},
-                    "label": r["label"], "emerging": bool(r.get("emerging")), "size": r["size"], "share": r["share"],
-                    "words": list(r.get("words") or [])[:6], "examples": list(r.get("examples") or [])[: ctx.params.max_examples]})
+                    "label": label, "label_orig": _foreign(ctx, label), "emerging": bool(r.get("emerging")),
+                    "size": r["size"], "share": r["share"], "spark": sparks.get(r["topic"], ""),
+                    "words": words[:6], "words_orig": _foreign(ctx, " ".join(words)),
+                    "examples": list(r.get("examples") or [])[: ctx.params.max_examples]})
     note = None
     if has_drivers:
         q = number(ctx.fdr_q, ctx.lang, 2)
         note = ctx.t("impact_note", q=q) if ctx.has_significance else ctx.t("impact_note_unknown")
-    return render("topics.html.j2", ctx.lang, rows=out, show_impact=has_drivers, show_sentiment=has_sentiment,
-                  impact_note=note, level=ctx.level)
+    return _section(ctx, "topics", "topics.html.j2", rows=out, show_impact=has_drivers, show_sentiment=has_sentiment,
+                    impact_note=note, level=ctx.level, shown=TOPIC_ROWS, chart=_markup(chart))
+
+
+def _foreign(ctx: Context, shown: str) -> str:
+    """'ja' when an English page must show Japanese data as it is (no English label exists), for its lang attribute."""
+    return "ja" if ctx.lang == "en" and JAPANESE.search(shown or "") else ""
+
+
+def _sparklines(over_time: pl.DataFrame, width: float = 90, height: float = 20) -> dict[int, str]:
+    """topic → SVG polyline points of its monthly share, scaled to its own peak (shape, not level)."""
+    if not over_time.height or not {"topic", "period", "share"} <= set(over_time.columns):
+        return {}
+    periods = over_time["period"].unique().sort().to_list()
+    if len(periods) < 2:
+        return {}
+    full = (pl.DataFrame({"period": periods}).join(over_time.select("topic").unique(), how="cross")
+            .join(over_time.select("topic", "period", "share"), on=["topic", "period"], how="left")
+            .with_columns(pl.col("share").fill_null(0.0)).sort("topic", "period"))
+    out = {}
+    step = width / (len(periods) - 1)
+    for (topic,), g in full.group_by("topic"):
+        shares = g.sort("period")["share"].to_list()
+        peak = max(shares) or 1.0
+        out[int(topic)] = " ".join(f"{i * step:.1f},{height - 1 - (height - 2) * v / peak:.1f}" for i, v in enumerate(shares))
+    return out
 
 
 def _notes(value: Any) -> list[str]:
@@ -655,7 +743,7 @@ def quality_html(ctx: Context) -> str:
     skipped = skipped_notes(ctx)
     if not lines and not skipped:
         return ""
-    return render("quality.html.j2", lang, lines=lines, skipped=skipped)
+    return _section(ctx, "quality", "quality.html.j2", lines=lines, skipped=skipped)
 
 
 def method_html(ctx: Context, run_info: dict) -> str:
@@ -667,7 +755,7 @@ def method_html(ctx: Context, run_info: dict) -> str:
     sentences.append(ctx.t("method.family", n_tests=number(_n_tests(ctx), lang, style="count"), q=number(ctx.fdr_q, lang, 2), level=ctx.level))
     body = ctx.t("join.sentence").join(sentences)
     meta = [(ctx.t(k) if k in catalogue() else k, str(v)) for k, v in run_info.items() if not _missing(v) and str(v) != ""]
-    return render("method.html.j2", lang, text=body, meta=meta)
+    return _section(ctx, "method", "method.html.j2", text=body, meta=meta)
 
 
 def nps_takeaway(ctx: Context) -> str:
@@ -690,7 +778,8 @@ def topic_takeaway(ctx: Context) -> str:
         return ""
     if not em.height:
         return ctx.t("takeaway.topics_none")
-    return ctx.t("takeaway.topics_emerging", labels=ctx.t("join.list").join(ctx.t("quote", text=x) for x in em["label"].to_list()))
+    labels = [topic_label(ctx, r) for r in em.iter_rows(named=True)]
+    return ctx.t("takeaway.topics_emerging", labels=ctx.t("join.list").join(ctx.t("quote", text=x) for x in labels))
 
 
 def takeaway_html(text_: str) -> str:
@@ -725,7 +814,9 @@ def plot_nps_trend(ctx: Context, programme_date: str | None = None):
     channels = (data.filter(pl.col("segment_col") == "channel").group_by("segment_value").agg(pl.col("n").sum())
                 .sort(["n", "segment_value"], descending=[True, False]).head(6)["segment_value"].to_list())
     data = data.filter((pl.col("segment_col") == "all") | pl.col("segment_value").is_in(channels)).with_columns(
-        pl.when(pl.col("segment_col") == "all").then(pl.lit(ctx.t("all"))).otherwise(pl.col("segment_value")).alias("series")
+        pl.when(pl.col("segment_col") == "all").then(pl.lit(ctx.t("all")))
+        .otherwise(pl.col("segment_value").map_elements(lambda v: value_label(ctx, "channel", v), return_dtype=pl.String))
+        .alias("series")
     ).sort("period")
     fig, ax = plt.subplots(figsize=(9, 4))
     sns.lineplot(data=data.to_pandas(), x="period", y="value", hue="series", style="series", markers=True, ax=ax)
@@ -751,7 +842,9 @@ def plot_topic_trend(ctx: Context, top: int = 8):
 
     if not ctx.topics_over_time.height or not ctx.topics.height:
         return None
-    keep = ctx.topics.filter(pl.col("topic") != -1).sort("size", descending=True).head(top).select("topic", "label")
+    largest = ctx.topics.filter(pl.col("topic") != -1).sort("size", descending=True).head(top)
+    keep = pl.DataFrame({"topic": largest["topic"], "label": [topic_label(ctx, r) for r in largest.iter_rows(named=True)]},
+                        schema={"topic": largest.schema["topic"], "label": pl.String})
     data = ctx.topics_over_time.join(keep, on="topic").sort("period")
     if not data.height:
         return None
@@ -764,6 +857,32 @@ def plot_topic_trend(ctx: Context, top: int = 8):
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     fig.tight_layout()
     return fig
+
+
+def _markup(html: str | None):
+    """A fragment this module rendered (already escaped) passed into another template."""
+    from markupsafe import Markup
+
+    return Markup(html or "")
+
+
+def chart_html(fig, alt: str, caption: str = "", lang: str = "ja") -> str:
+    """The chart as an embedded PNG inside its section, with alt text and the sentence it supports as caption;
+    "" for no chart."""
+    import base64
+    import io as _io
+
+    import matplotlib.pyplot as plt
+    from PIL import Image as _PIL
+
+    if fig is None:
+        return ""
+    buf = _io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    width, height = _PIL.open(_io.BytesIO(buf.getvalue())).size
+    return render("chart.html.j2", lang, png=base64.b64encode(buf.getvalue()).decode("ascii"), alt=alt or caption,
+                  caption=caption, width=width, height=height)
 
 
 def figure(fig, alt: str):
@@ -808,7 +927,7 @@ def run_info(ctx: Context, root: str | Path, params) -> dict:
     return {
         "data window": f"{periods[0]} – {periods[-1]}" if periods else None,
         "programme date": str(programme_date) if programme_date else None,
-        "window comparison": f"{window[0]} → {window[1]}" if window else None,
+        "window comparison": f"{period(window[0], ctx.lang)} → {period(window[1], ctx.lang)}" if window else None,
         "FDR q": params.kpis.fdr_q,
         "tests in the family": _n_tests(ctx),
         "data hash (sha256)": data_hash.hexdigest()[:16],
@@ -851,8 +970,20 @@ def embedded_font_css(text: str) -> str:
             f'src: url(data:font/woff;base64,{data}) format("woff"); }}</style>')
 
 
-def html_page(executed_notebook: str | Path, lang: str = "ja") -> str:
-    """Executed report notebook → one self-contained HTML page: no code, no external requests."""
+def contents(nb) -> list[tuple[str, str]]:
+    """(anchor, title) of every section the executed notebook showed, in page order."""
+    out = []
+    for cell in nb.cells:
+        for o in cell.get("outputs", []) if cell.cell_type == "code" else []:
+            entry = (o.get("metadata") or {}).get(TOC_KEY)
+            if entry and entry.get("anchor") and entry.get("title"):
+                out.append((str(entry["anchor"]), str(entry["title"])))
+    return out
+
+
+def html_page(executed_notebook: str | Path, lang: str = "ja", title: str | None = None) -> str:
+    """Executed report notebook → one self-contained HTML page (koe's own template, a contents bar linking every
+    section): no code, no script, no external requests."""
     import nbformat
     from nbconvert import HTMLExporter
 
@@ -866,8 +997,9 @@ def html_page(executed_notebook: str | Path, lang: str = "ja") -> str:
     exporter.exclude_input = True
     exporter.exclude_input_prompt = True
     exporter.exclude_output_prompt = True
-    nb.metadata["title"] = nb.metadata.get("title") or "koe report"
-    body, _ = exporter.from_notebook_node(nb, resources={"language_code": lang})
+    resources = {"language_code": lang, "koe_title": title or nb.metadata.get("title") or "koe report",
+                 "koe_toc": contents(nb), "koe_toc_label": text(lang, "contents")}
+    body, _ = exporter.from_notebook_node(nb, resources=resources)
     return body.replace("</head>", embedded_font_css(body) + "\n</head>", 1)
 
 
@@ -884,4 +1016,4 @@ def run(params: ReportParams, root: str | Path = ".", notebook: str | Path | Non
     """The stakeholder page from the executed report notebook (default: the stage's executed copy under ``root``)."""
     from pipelines.stages import STAGES
 
-    return ReportResult(html_page(notebook or Path(root) / STAGES["report"].executed, params.lang))
+    return ReportResult(html_page(notebook or Path(root) / STAGES["report"].executed, params.lang, params.title))

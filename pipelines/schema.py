@@ -362,6 +362,8 @@ class ReportParams(StrictModel):
     out_html: str = "reports/report.html"
     max_examples: int = Field(3, ge=0)
     max_segment_values: int = Field(12, ge=1)  # per segment column in the shift matrices; the rest are counted
+    # English names of segment values, {field or export header: {value: label}}; unmapped values show as exported
+    value_labels_en: dict[str, dict[str, str]] = Field(default_factory=dict)
 
 
 class KoeParams(StrictModel):

@@ -61,6 +61,11 @@ def _md5(path: Path) -> str:
     return h.hexdigest()
 
 
+def _plain(value: Any) -> Any:
+    """As JSON would hold it: YAML's int keys become the string keys dvc.lock has."""
+    return json.loads(json.dumps(value, default=str))
+
+
 def _changed_keys(old: Any, new: Any, prefix: str) -> list[str]:
     if isinstance(old, dict) and isinstance(new, dict):
         keys = sorted(set(old) | set(new), key=str)
@@ -114,8 +119,7 @@ class Workspace:
             # Compared as written in params.yaml, as DVC does (schema defaults are not in dvc.lock).
             used = entry.get("params", {}).get("params.yaml", {}).get(stage)
             current = (yaml.safe_load((self.root / "params.yaml").read_text(encoding="utf-8")) or {}).get(stage)
-            plain = lambda v: json.loads(json.dumps(v, default=str))  # YAML int keys vs JSON string keys
-            changed = _changed_keys(plain(used), plain(current), stage) if used is not None else None
+            changed = _changed_keys(_plain(used), _plain(current), stage) if used is not None else None
         metrics_path = self.root / getattr(self.params, stage).metrics_path
         notebook = self.root / STAGES[stage].executed
         notebook = notebook if notebook.is_file() else None

@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import base64
 import os
+import re
 import shutil
 import signal
+import subprocess
 import tempfile
 import time
 from pathlib import Path
@@ -25,6 +27,28 @@ PROBE = "window.__koe_pwned"
 PLANTED = [f"<script>{PROBE} = 1</script>危ない声", f'<img src=x onerror="{PROBE} = 2">画像の声']
 
 pytestmark = pytest.mark.slow
+# Japanese words: kana, kanji, half-width kana. Marks shared with Japanese typography (＝, the 〜 of span labels) are not words.
+JAPANESE = re.compile(r"[\u3040-\u30ff\u3400-\u9fff\uff66-\uff9f]")
+WIDTHS = (1280, 390)
+MAX_PRINT_PAGES = 12
+MAX_TOPICS_PX = 3000  # the topics section at 1280 px on the test demo
+
+# Every element that sticks out of the viewport (left or right), with what it is.
+OVERFLOW_JS = """(() => { const w = document.documentElement.clientWidth, out = [];
+  for (const e of document.querySelectorAll('body *')) { const r = e.getBoundingClientRect();
+    if (r.width && (r.right > w + 1 || r.left < -1)) out.push(`${e.tagName}.${e.className} ${Math.round(r.left)}..${Math.round(r.right)}`); }
+  return {width: w, scrollWidth: document.documentElement.scrollWidth, out: out.slice(0, 20)}; })()"""
+# Follow every contents link; where its section then sits (below the sticky bar, at the top unless the page ended).
+ANCHORS_JS = """(async () => { const bar = document.querySelector('nav.koe-toc'), barH = bar.getBoundingClientRect().height;
+  document.documentElement.style.scrollBehavior = 'auto';  // the jump, not the animation
+  const out = [];
+  for (const a of bar.querySelectorAll('a')) { const id = decodeURIComponent(a.hash.slice(1)), t = document.getElementById(id);
+    if (!t) { out.push({id, found: false}); continue; }
+    window.scrollTo(0, 0); a.click(); await new Promise(r => setTimeout(r, 150));
+    const top = t.getBoundingClientRect().top;
+    const atEnd = window.scrollY + window.innerHeight >= document.documentElement.scrollHeight - 2;
+    out.push({id, found: true, hidden: top < barH - 2, placed: top <= barH + 40 || atEnd, top, scrolled: window.scrollY}); }
+  return out; })()"""
 
 
 @pytest.fixture(scope="module")
@@ -172,3 +196,92 @@ def test_planted_markup_in_verbatims_stays_text(chromium, report_roots, truth):
         text = report_roots[lang].read_text(encoding="utf-8")
         leaked = [p for p in truth["pii_strings"] if p in text]
         assert not leaked, (lang, leaked)
+
+
+def measure(chromium: str, html: Path, name: str, width: int, height: int = 900) -> dict:
+    """The page at one viewport width: overflow (details closed, then open), topics height, anchors; a full-page
+    screenshot in tests/artifacts/."""
+    profile = Path(tempfile.mkdtemp(prefix="koe-chromium-"))
+    proc, page = launch(chromium, profile, width, height)
+    try:
+        page.send("Page.enable")
+        page.send("Emulation.setDeviceMetricsOverride", width=width, height=height, deviceScaleFactor=1, mobile=width < 600)
+        page.send("Emulation.setEmulatedMedia", features=[{"name": "prefers-reduced-motion", "value": "reduce"}])
+        page.events.clear()
+        page.send("Page.navigate", url=html.resolve().as_uri())
+        page.wait_for("Page.loadEventFired")
+        page.js("document.fonts.ready.then(() => true)")
+        out = {"closed": page.js(OVERFLOW_JS),
+               "topics_px": page.js("document.getElementById('koe-topics').getBoundingClientRect().height"),
+               "page_px": page.js("document.documentElement.scrollHeight")}
+        page.js("window.scrollTo(0, 0)")
+        full = page.js("document.documentElement.scrollHeight")
+        shot = page.send("Page.captureScreenshot", format="png", captureBeyondViewport=True,
+                         clip={"x": 0, "y": 0, "width": width, "height": min(full, 16000), "scale": 1})
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        (ARTIFACTS / f"{name}-{width}.png").write_bytes(base64.b64decode(shot["data"]))
+        out["anchors"] = page.js(ANCHORS_JS)
+        page.js("document.querySelectorAll('details').forEach(d => d.open = true)")
+        out["open"] = page.js(OVERFLOW_JS)
+        page.close()
+        return out
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        shutil.rmtree(profile, ignore_errors=True)
+
+
+def print_pdf(chromium: str, html: Path, pdf: Path) -> int:
+    """Print the page to A4 as a reader's "Save as PDF" would; its page count."""
+    profile = Path(tempfile.mkdtemp(prefix="koe-chromium-"))
+    try:
+        subprocess.run([chromium, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+                        "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                        f"--user-data-dir={profile}", "--no-pdf-header-footer", f"--print-to-pdf={pdf}",
+                        html.resolve().as_uri()], capture_output=True, timeout=180, check=True)
+    finally:
+        shutil.rmtree(profile, ignore_errors=True)
+    return pdf_pages(pdf.read_bytes())
+
+
+def pdf_pages(data: bytes) -> int:
+    """Page objects in a PDF (pypdf when installed; else Chromium's uncompressed page dictionaries)."""
+    try:
+        import io
+
+        from pypdf import PdfReader
+    except ImportError:
+        return len(re.findall(rb"/Type\s*/Page(?![a-zA-Z])", data))
+    return len(PdfReader(io.BytesIO(data)).pages)
+
+
+@pytest.mark.parametrize("width", WIDTHS)
+def test_report_fits_the_screen_and_its_contents_resolve(chromium, report_roots, width):
+    m = measure(chromium, report_roots["ja"], "report-ja", width)
+    for state in ("closed", "open"):  # folded parts opened too
+        assert m[state]["out"] == [] and m[state]["scrollWidth"] <= m[state]["width"], (state, m[state])
+    if width >= 1000:
+        assert m["topics_px"] < MAX_TOPICS_PX, m
+    anchors = m["anchors"]
+    assert [a["id"] for a in anchors][:2] == ["koe-summary", "koe-kpis"] and len(anchors) >= 5, anchors
+    assert all(a["found"] and not a["hidden"] and a["placed"] for a in anchors), anchors
+    assert (ARTIFACTS / f"report-ja-{width}.png").stat().st_size > 10_000
+
+
+def test_report_prints_to_a_short_a4_document(chromium, report_roots):
+    pages = print_pdf(chromium, report_roots["ja"], ARTIFACTS / "report-ja.pdf")
+    assert 2 <= pages <= MAX_PRINT_PAGES, pages
+
+
+def test_english_report_is_english(report_roots):
+    """No Japanese outside verbatim quotes and elements marked lang="ja" (data shown as exported)."""
+    from bs4 import BeautifulSoup
+
+    doc = BeautifulSoup(report_roots["en"].read_text(encoding="utf-8"), "html.parser")
+    quotes = doc.select(".koe-quote")
+    assert quotes and any(JAPANESE.search(q.get_text()) for q in quotes)  # the verbatims themselves stay as written
+    for e in doc.select('.koe-quote, body [lang="ja"], style'):
+        e.decompose()
+    text = doc.get_text(" ") + " ".join(i.get("alt", "") for i in doc.select("img"))
+    found = sorted({text[max(m.start() - 30, 0):m.end() + 10] for m in JAPANESE.finditer(text)})
+    assert not found, found[:10]

@@ -12,7 +12,6 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipelines.io import write_result
 from pipelines import clean
 from pipelines.io import write_result
 from pipelines.clean import CleanParams, InputError, SurveyColumns, SurveySource, TicketSource

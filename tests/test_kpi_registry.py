@@ -132,7 +132,7 @@ def test_csat_1_to_7_and_rating_share_monthly_by_hand(scaled):
         csat = month["csat"].to_numpy().astype(float)
         good = month["rating"].is_in(["positive", "very positive"]).to_numpy()
 
-        def row(kpi: str) -> dict:
+        def row(kpi: str, period: str = period) -> dict:
             return monthly.filter((pl.col("kpi") == kpi) & (pl.col("period") == period)).row(0, named=True)
 
         mean = row("csat_mean")

@@ -4,6 +4,7 @@ hand-made clean tables; topic, sentiment and clean-metrics outputs are built wit
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from datetime import date, datetime, timedelta, timezone
@@ -130,7 +131,7 @@ def page(ctx: report.Context) -> str:
 
 
 def findings_of(html: str) -> list[str]:
-    summary = re.search(r'<section class="koe-summary">.*?</section>', html, flags=re.S)
+    summary = re.search(r'<section[^>]*class="koe-summary"[^>]*>.*?</section>', html, flags=re.S)
     return re.findall(r"<li>(.*?)</li>", summary.group(0), flags=re.S) if summary else []
 
 
@@ -237,7 +238,7 @@ def test_old_drivers_file_says_significance_is_unknown(tmp_path):
     html = page(ctx)
     assert_clean(html)
     assert "補正後の有意性は不明" in html and "nps_p_adjusted" in html
-    assert " ▼" not in re.search(r"<h2>トピック.*?</table>", html, flags=re.S).group(0)  # no verdict without BH
+    assert " ▼" not in re.search(r"<h2>トピック.*?</section>", html, flags=re.S).group(0)  # no verdict without BH
 
 
 def test_rendered_file_is_self_contained(tmp_path):
@@ -347,7 +348,7 @@ def test_matrix_says_too_few_responses(ctx_factory):
 def test_topic_effects_come_from_the_drivers_table(ctx_factory):
     html = report.topics_html(ctx_factory("en"))
     assert "<b>-75.5</b> ▼" in html and "-82.0…-69.0" in html  # as the kpis stage computed them
-    assert "<b>+3.0</b><br><small>-8.0…14.0 · not significant after correction" in html
+    assert "<b>+3.0</b> <small>(-8.0…14.0 · not significant after correction)" in html
     assert "unadjusted" in html  # the interval shown is not the BH one, and the header says so
 
 
@@ -369,7 +370,7 @@ def test_font_subset_covers_the_page_text():
 
 def test_topics_show_net_sentiment_or_say_too_few(ctx_factory):
     html_ja = report.topics_html(ctx_factory("ja"))
-    assert "ネット感情" in html_ja and "<b>-80</b><br><small>-90…-65</small>" in html_ja and "<b>+35</b>" in html_ja
+    assert "ネット感情" in html_ja and "<b>-80</b> <small>(-90…-65)</small>" in html_ja and "<b>+35</b>" in html_ja
     assert "回答数が少なく判断できない" in html_ja  # topic 1: below min_n
     assert "Net sentiment" in report.topics_html(ctx_factory("en"))
 
@@ -381,3 +382,33 @@ def test_segment_names_come_from_the_mapping_including_a_source_own_segments():
         "name": "s", "path": "data/raw/x.csv", "columns": {"response_id": "回答ID", "timestamp": "回答日", "channel": "経路"},
         "text_columns": {"comment": "ご意見"}, "segments": {"age_band": "年代"}}]})
     assert report.segment_names(clean) == {"channel": "経路", "age_band": "年代"}
+
+
+def test_english_report_names_topics_and_segments_in_english(tmp_path):
+    ctx = build(tmp_path)
+    ctx.params = ctx.params.model_copy(update={"lang": "en", "value_labels_en": {"journey": {"使用": "use"}}})
+    ctx.topics = ctx.topics.with_columns(
+        pl.Series("label_en", [None, "ease of use", None, None], dtype=pl.String),
+        pl.Series("words_en", [[], ["easy"], ["support", "staff"], []], dtype=pl.List(pl.String)))
+    rows = {r["topic"]: r for r in ctx.topics.iter_rows(named=True)}
+    assert report.topic_label(ctx, rows[0]) == "ease of use"  # labels_en / label_en first
+    assert report.topic_label(ctx, rows[1]) == "support, staff"  # else the English words
+    assert report.topic_label(ctx, rows[2]) == EVIL  # else the label as it is
+    assert report._segment(ctx, "journey", "使用") == "Journey = use"
+    assert report._segment(ctx, "persona", "共働き") == "Persona = 共働き"  # unmapped: shown as exported
+    html = report.topics_html(ctx)
+    assert "ease of use" in html and "使いやすさ" not in html and "support, staff" in html
+    ja = dataclasses.replace(ctx, params=ctx.params.model_copy(update={"lang": "ja"}))
+    assert "使いやすさ" in report.topics_html(ja) and report._segment(ja, "journey", "使用").endswith("= 使用")
+
+
+def test_sections_carry_their_anchor_for_the_contents_bar(tmp_path):
+    ctx = build(tmp_path)
+    sections = [report.summary_html(ctx), report.tiles_html(ctx), report.shift_table_html(ctx), report.topics_html(ctx),
+                report.quality_html(ctx)]
+    assert all(isinstance(s, report.Section) for s in sections)
+    for s in sections:
+        assert f'<section id="{s.anchor}"' in s and s.title
+    assert len({s.anchor for s in sections}) == len(sections)
+    topics = sections[3]
+    assert '<polyline points="' in topics and "<article" in topics and '<li class="koe-quote">' in topics
