@@ -699,7 +699,7 @@ def run(params: TopicsParams, root: str | Path = ".") -> TopicsResult:
     stable = apply_merges(np.array([to_stable[t] for t in raw.tolist()], dtype=np.int64), merges)
     texts = docs["text"].to_list()
     stable_cents = centroids(vectors, stable)  # once: similarity and the table's examples both use them
-    assignments = docs.select(ASSIGNMENT_COLUMNS + extra_columns(docs)).with_columns(pl.Series("topic", stable, dtype=pl.Int64), 
+    assignments = docs.select(ASSIGNMENT_COLUMNS + extra_columns(docs)).with_columns(pl.Series("topic", stable, dtype=pl.Int64),
         pl.Series("similarity", _doc_similarity(vectors, stable, stable_cents), dtype=pl.Float64))
     table = topic_table(model, raw, stable, matching, themes, vectors, texts, params, docs["lang"].to_list(),
                         None if rest.size == 0 else set(sample.tolist()), stable_cents)
