@@ -100,14 +100,14 @@ def test_a_run_failing_in_topics_publishes_nothing(workspace, first_run):
     params_path = workspace / "params.yaml"
     original = params_path.read_bytes()
     params = yaml.safe_load(original.decode("utf-8"))
-    params["topics"]["n_topics"] = 100_000  # valid, but more topics than verbatims: the topic stage raises
+    params["topics"]["merges"] = [[0, 1], [1, 2]]  # valid YAML and schema, but topic 1 in two groups: the topic stage raises
     params_path.write_text(yaml.safe_dump(params, allow_unicode=True, sort_keys=False), encoding="utf-8")
     try:
         proc = _run(["koe", "run", "--as-of", "2026-12-01"], workspace, check=False)
     finally:
         params_path.write_bytes(original)
     assert proc.returncode == schedule.EXIT_FAILED, proc.stderr[-3000:]
-    assert "stage 'topics' failed" in proc.stderr and "too few for topic modelling" in proc.stderr
+    assert "stage 'topics' failed" in proc.stderr and "repeats a topic" in proc.stderr
     assert "nothing was published" in proc.stderr
     assert _snapshot(workspace) == before  # previous runs and the index byte-identical
     assert not (workspace / "reports/runs/2026-12-01").exists()
