@@ -65,6 +65,23 @@ def check_notebook_params(stage: str, root: Path, values: dict) -> None:
         )
 
 
+def process_seconds() -> float:
+    """Wall seconds since this process started (interpreter start included)."""
+    import time
+
+    import psutil
+
+    return time.time() - psutil.Process().create_time()
+
+
+def cell_seconds(executed: Path) -> float:
+    """Sum of the executed notebook's cell run times (papermill records each cell's duration)."""
+    import json
+
+    cells = json.loads(executed.read_text(encoding="utf-8"))["cells"]
+    return sum(c.get("metadata", {}).get("papermill", {}).get("duration") or 0.0 for c in cells)
+
+
 def progress_mode(stream) -> str:
     """``tty`` (a line every couple of seconds) when a person watches, ``log`` (a line every ~10 s) for cron logs."""
     try:
@@ -112,6 +129,9 @@ def run_stage(stage: str, root: str | Path = ".", out_dir: str = stages.EXECUTED
     executed = target_dir / notebook.name
     os.replace(running, executed)
     failed.unlink(missing_ok=True)
+    total, cells = process_seconds(), cell_seconds(executed)
+    # Start-up = everything but the notebook's cells: this process, papermill, the kernel's start (bench/ reads it).
+    log.info("stage %s: %.1f s (start-up %.1f s, notebook cells %.1f s)", stage, total, total - cells, cells)
     if stage == "report":  # the page is made from the executed notebook, so after it
         from pipelines import io as kio, report
 
