@@ -14,11 +14,13 @@ setup: $(STAMP)
 
 # The pinned, torch-free closure (requirements.lock is complete, hence --no-deps: bertopic would
 # otherwise pull sentence-transformers and torch), the project itself, and a Jupyter kernel "koe"
-# whose interpreter path is absolute (cron runs without the venv on PATH).
+# whose interpreter path is absolute (cron runs without the venv on PATH). --compile-bytecode: uv writes no .pyc
+# by default, so every stage's process and kernel would compile its imports from source (measured: most of a
+# stage's start-up), and cron users or PYTHONDONTWRITEBYTECODE never get the cache written.
 $(STAMP): requirements.lock pyproject.toml jupyter/overrides.json
 	@test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/python -m pip install -q uv==$(UV_VERSION)
-	$(VENV)/bin/uv pip install -q --python $(VENV)/bin/python --no-deps -r requirements.lock
+	$(VENV)/bin/uv pip install -q --python $(VENV)/bin/python --no-deps --compile-bytecode -r requirements.lock
 	$(VENV)/bin/uv pip install -q --python $(VENV)/bin/python --no-deps -e .
 	$(VENV)/bin/python -m ipykernel install --sys-prefix --name koe --display-name koe >/dev/null
 	@# JupyterLab defaults for this venv: no news or update pop-up (a user's own settings still win)

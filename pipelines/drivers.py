@@ -35,7 +35,8 @@ def drivers(
     Trend compares topic shares in the previous and current windows of ``shift_tests``; topics
     are ranked by |impact| × trend (a large drag that is growing first).
     """
-    import statsmodels.api as sm
+    from statsmodels.regression.linear_model import OLS  # not statsmodels.api: it imports far more
+    from statsmodels.tools.tools import add_constant
 
     params = params or KpisParams()
     fr = frame(feedback, None, params)
@@ -77,8 +78,8 @@ def drivers(
         reference = f"topic {ref}"
     coef: dict[int, tuple[float, float, float, float]] = {}
     if regressors and nps.size > len(regressors) + 1:
-        X = sm.add_constant(np.column_stack([ind[t] for t in regressors]).astype(float), has_constant="add")
-        fit = sm.OLS(unit, X).fit(cov_type="HC3")
+        X = add_constant(np.column_stack([ind[t] for t in regressors]).astype(float), has_constant="add")
+        fit = OLS(unit, X).fit(cov_type="HC3")
         ci = np.asarray(fit.conf_int(params.alpha))
         for j, t in enumerate(regressors, start=1):
             coef[t] = (float(fit.params[j]), float(ci[j, 0]), float(ci[j, 1]), float(fit.pvalues[j]))

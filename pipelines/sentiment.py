@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
+from pipelines.progress import chunks, progress
 from pipelines.schema import SentimentParams  # noqa: F401  (re-exported)
 from pipelines.stats import nps_adjusted_wald_ci, nps_value
 
@@ -138,7 +139,16 @@ def score(frame: pl.DataFrame, params: SentimentParams, scorers: Scorers | None 
     for lang, model in (("ja", scorers.ja), ("en", scorers.en)):
         idx = np.flatnonzero(langs == lang)
         if idx.size:
-            scores[idx] = model([texts[i] for i in idx])
+            subset = [texts[i] for i in idx]
+            unique = list(dict.fromkeys(subset))  # a repeated text is scored once (a score depends on the text only)
+            position = {t: k for k, t in enumerate(unique)}
+            scored = np.empty(len(unique))
+            with progress(len(unique), f"sentiment ({lang}) of {Path(source).name}") as bar:
+                # Chunks are a multiple of JapaneseScorer.batch_size: the model sees the batches it would unchunked.
+                for start, stop in chunks(len(unique), 16 * JapaneseScorer.batch_size):
+                    scored[start:stop] = model(unique[start:stop])
+                    bar.update(stop - start)
+            scores[idx] = scored[[position[t] for t in subset]]
     band = pl.when(pl.col("lang") == "ja").then(params.ja_neutral_band).otherwise(params.en_neutral_band)
     return frame.with_columns(pl.Series("sentiment_score", scores, dtype=pl.Float64).fill_nan(None)).with_columns(
         label_of(pl.col("sentiment_score"), band).alias("sentiment")

@@ -36,6 +36,7 @@ import numpy as np
 import polars as pl
 
 from pipelines.io import saved_with
+from pipelines.progress import chunks, progress
 from pipelines.tables import FEEDBACK_SCHEMA
 from pipelines.schema import STOP_WORDS_JA, BOILERPLATE_JA, STOP_WORDS_EN_EXTRA, CodebookTheme, TopicsParams  # noqa: F401  (re-exported)
 
@@ -267,12 +268,28 @@ def embedding_model_id(embeddings: pl.DataFrame) -> str:
     return ids[0] if ids else "usem3"
 
 
+def bertopic_backend(embedder):
+    """``embedder`` (pipelines.embed.Embedder) as the BaseEmbedder BERTopic takes for transform, KeyBERT and themes."""
+    from bertopic.backend import BaseEmbedder
+
+    class KoeBackend(BaseEmbedder):
+        def __init__(self, inner):
+            super().__init__()
+            self.inner = inner
+            self.model_id = inner.model_id
+
+        def embed(self, documents: list[str], verbose: bool = False) -> np.ndarray:
+            return self.inner.embed(documents)
+
+    return KoeBackend(embedder)
+
+
 def make_embedder(model_id: str):
     """The embedder that made the cached vectors (KeyBERT labels, codebook themes and transform need it)."""
     from pipelines.embed import Embedder
 
     backend, _, model = model_id.partition(":")
-    return Embedder(backend, model)
+    return bertopic_backend(Embedder(backend, model))
 
 
 def fit(docs: pl.DataFrame, vectors: np.ndarray, params: TopicsParams, embedder=None, umap_cache: Path | None = None):
@@ -324,7 +341,7 @@ def fit_sample(docs: pl.DataFrame, size: int, seed: int) -> np.ndarray:
     return np.sort(kept["row"].to_numpy())
 
 
-def assign_nearest(vectors: np.ndarray, model, batch: int = 50_000) -> tuple[np.ndarray, np.ndarray]:
+def assign_nearest(vectors: np.ndarray, model, batch: int = 50_000, show_progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """Model topic id and cosine of each vector's nearest topic embedding, in batches.
 
     The rule of BERTopic's transform() for a saved model (cosine to topic embeddings, the outlier
@@ -336,11 +353,16 @@ def assign_nearest(vectors: np.ndarray, model, batch: int = 50_000) -> tuple[np.
     emb = emb / np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)
     topics = np.empty(len(vectors), dtype=np.int64)
     sims = np.empty(len(vectors), dtype=np.float64)
-    for start in range(0, len(vectors), batch):
-        v = vectors[start:start + batch]
+    bar = progress(len(vectors), "topics: assign to nearest topic", unit="verbatims") if show_progress else None
+    for start, stop in chunks(len(vectors), batch):
+        v = vectors[start:stop]
         sim = (v / np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-12)) @ emb.T
         best = np.argmax(sim, axis=1)
-        topics[start:start + batch], sims[start:start + batch] = ids[best], sim[np.arange(len(v)), best]
+        topics[start:stop], sims[start:stop] = ids[best], sim[np.arange(len(v)), best]
+        if bar is not None:
+            bar.update(stop - start)
+    if bar is not None:
+        bar.close()
     return topics, sims
 
 
@@ -682,12 +704,15 @@ def run(params: TopicsParams, root: str | Path = ".") -> TopicsResult:
     # The embedder is only needed to embed words or codebook themes; verbatims come from the cache.
     embedder = make_embedder(model_id) if params.codebook or params.representation != "ctfidf" else None
     sample = fit_sample(docs, params.fit_max_verbatims, params.seed)
-    model, raw_sample, themes = fit(docs[sample], vectors[sample], params, embedder, root / params.umap_cache)
+    # BERTopic's fit is one call: progress counts it as one step of verbatims (rate and ETA come with the next run).
+    with progress(int(sample.size), "topics: fit (UMAP, clustering, c-TF-IDF)", unit="verbatims") as bar:
+        model, raw_sample, themes = fit(docs[sample], vectors[sample], params, embedder, root / params.umap_cache)
+        bar.update(int(sample.size))
     raw = np.full(len(docs), -1, dtype=np.int64)
     raw[sample] = raw_sample
     rest = np.setdiff1d(np.arange(len(docs)), sample, assume_unique=True)
     if rest.size:
-        raw[rest] = assign_nearest(vectors[rest], model)[0]
+        raw[rest] = assign_nearest(vectors[rest], model, show_progress=True)[0]
     cents = centroids(vectors, raw)
     matching = match_topics(cents, registry, params.match_min_similarity)
     to_stable = dict(zip(matching["raw"], matching["topic"])) | {-1: -1}
@@ -708,7 +733,12 @@ def run(params: TopicsParams, root: str | Path = ".") -> TopicsResult:
     tok = model.vectorizer_model.tokenizer
     active = table.filter(pl.col("topic") != -1)
     # Over the fitted verbatims, whose words the topic words come from (all of them below fit_max_verbatims).
-    npmi = npmi_coherence(active["words"].to_list(), [tok(texts[i]) for i in sample])
+    tokenized = []
+    with progress(int(sample.size), "topics: tokenize for coherence", unit="verbatims") as bar:
+        for start, stop in chunks(int(sample.size), 1000):
+            tokenized += [tok(texts[i]) for i in sample[start:stop]]
+            bar.update(stop - start)
+    npmi = npmi_coherence(active["words"].to_list(), tokenized)
     table = table.join(pl.DataFrame({"topic": active["topic"], "coherence_npmi": npmi}, schema={"topic": pl.Int64, "coherence_npmi": pl.Float64}), on="topic", how="left")
     metrics = {
         "verbatims": len(assignments),

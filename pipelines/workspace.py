@@ -190,9 +190,10 @@ class Workspace:
 
     def _embedder(self):
         from pipelines.embed import Embedder
+        from pipelines.topics import bertopic_backend
 
         e = self.params.embed
-        return Embedder(e.backend, e.model, e.threads)
+        return bertopic_backend(Embedder(e.backend, e.model, e.threads))
 
     def documents(self) -> tuple[pl.DataFrame, np.ndarray]:
         """The modelled verbatims in the pipeline's order with their cached embeddings (no re-embedding)."""
