@@ -40,7 +40,7 @@ import polars as pl
 
 from pipelines import kpi_registry
 from pipelines.drivers import drivers
-from pipelines.its import its_mde_multiplier, its_segmented, its_tests, newey_west_lags
+from pipelines.its import its_mde_multiplier, its_segmented, its_tests, newey_west_lags, poisson_its
 from pipelines.kpi_registry import KPIS
 from pipelines.kpi_tables import DRIVERS_SCHEMA, MONTHLY_SCHEMA, SHIFT_SCHEMA, comparison_row
 from datetime import timedelta
@@ -56,10 +56,11 @@ from pipelines.samples import (
     frame,
     groups,
     in_cell,
+    MonthNoise,
     month_exposures,
     month_variance,
     monthly_kpis,
-    period_inflation,
+    inflation,
     sample,
 )
 from pipelines.schema import CesParams, CsatParams, KpisParams, RatingParams
@@ -135,7 +136,7 @@ def shift_tests(
     whole = fr.clip(Span(fr.first, fr.as_of))
     all_exposure = month_exposures(whole)
     for comparison, (span_a, span_b) in spans(params, fr.first, fr.as_of).items():
-        tau2: dict[tuple[str, str, str], float] = {}  # between-month variance per KPI × cell, over all the data
+        noise: dict[tuple[str, str, str], MonthNoise] = {}  # month noise per KPI × cell, over all the data
         # Exposure ends where the data end: a month the export cuts short is not a drop.
         exp_a, exp_b = fr.clip(span_a), fr.clip(span_b)
         for group, table, segments in groups(kpis, fr, params):
@@ -146,19 +147,20 @@ def shift_tests(
                     a = sample(kpi, cell_a, params, exp_a.months)
                     b = sample(kpi, cell_b, params, exp_b.months)
                     key = (kpi.key, col, value)
-                    if key not in tau2:
-                        tau2[key] = month_variance(kpi, sample(kpi, in_cell(table, col, value), params), all_exposure,
-                                                   span_b.start)
-                    deff = (period_inflation(kpi, a, tau2[key], month_exposures(exp_a)),
-                            period_inflation(kpi, b, tau2[key], month_exposures(exp_b)))
-                    res = compare_cell(kpi, a, b, params, deff)
+                    if key not in noise:
+                        noise[key] = month_variance(kpi, sample(kpi, in_cell(table, col, value), params), all_exposure,
+                                                    (span_b.start,))
+                    deff, df = inflation(kpi, a, b, noise[key], (month_exposures(exp_a), month_exposures(exp_b)))
+                    res = compare_cell(kpi, a, b, params, deff, df)
                     results.append(res)
                     rows.append(comparison_row(comparison, kpi.key, col, value, span_a.label, span_b.label, res, params))
         # Churn and repeat depend on the span's length: both sides get the same length, next to the split.
         days = timedelta(days=max(min((exp_a.end - exp_a.start).days, (exp_b.end - exp_b.start).days), 0))
         cust_a, cust_b = Span(exp_a.end - days, exp_a.end), Span(exp_b.start, exp_b.start + days)
-        units_a, units_b = customers(touches, cust_a.start, cust_a.end), customers(touches, cust_b.start, cust_b.end)
-        for kpi in (k for k in kpis if k.source == "customers"):
+        customer_kpis = [k for k in kpis if k.source == "customers"]
+        if customer_kpis:
+            units_a, units_b = customers(touches, cust_a.start, cust_a.end), customers(touches, cust_b.start, cust_b.end)
+        for kpi in customer_kpis:
             res = compare_cell(kpi, sample(kpi, units_a, params), sample(kpi, units_b, params), params)
             results.append(res)
             rows.append(comparison_row(comparison, kpi.key, "all", "all", cust_a.label, cust_b.label, res, params))
@@ -456,5 +458,6 @@ __all__ = [
     "compare_proportions", "compare_rates", "compare_survival", "coverage_notes", "customer_sample", "drivers",
     "headline_findings", "its_mde_multiplier", "its_segmented", "its_tests", "km_median", "kpi_metrics",
     "monthly_kpis", "newey_west_lags", "nps_adjusted_wald_ci", "nps_bootstrap_ci", "nps_counts", "nps_value",
-    "nps_variance", "nps_wald_ci", "read_alerts", "run", "shift_tests", "skipped", "write",
+    "nps_variance", "nps_wald_ci", "poisson_its", "read_alerts", "run", "shift_tests", "skipped", "write",
+    "decision_alpha", "VERDICT_UNCLEAR",
 ]

@@ -18,12 +18,12 @@ runs on n / deff):
 
 * Repeat respondents: the cluster-robust (sandwich, by ``customer_id``) variance of the period mean over
   the independent one, Σ_c (Σ_i e_i)² / Σ_i e_i² (never below 1).
-* Months that differ beyond sampling noise: a between-month variance component τ² of the cell's monthly
-  series, added to the period mean's variance as τ² Σ_m w_m² (w_m the month's share of the period). τ² is
-  the method-of-moments estimate from successive monthly differences (von Neumann's mean square successive
-  difference minus the sampling variance): a step or a slow trend in the level barely moves it, so a real
-  programme effect does not inflate its own noise. A period of two months then carries at least τ²/2 of
-  month noise however many responses it has — what the null simulations of ``bench/robustness.py`` need.
+* Months that differ beyond sampling noise, and persist: a between-month variance component τ² of the
+  cell's monthly series with an AR(1) month-to-month correlation ρ (``month_variance``), added to the period
+  mean's variance as τ² w'R(ρ)w (w the months' shares of the period, R_ij = ρ^|i−j|). Both are moment
+  estimates from the monthly means around their segment means, the segments cut at every boundary the run
+  tests, so a real shift there does not inflate its own noise. A period of a few months then carries month
+  noise however many responses it has — what the null simulations of ``bench/robustness.py`` check.
   A random-effects model per cell (statsmodels MixedLM) would say the same at far greater cost: the run has
   hundreds of cells. Durations (median, survival) and customer KPIs are not inflated.
 """
@@ -34,6 +34,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import date, timedelta
 from typing import Any
+
+import math
 
 import numpy as np
 import polars as pl
@@ -238,7 +240,8 @@ def estimate(kpi: Kpi, s: Sample, alpha: float) -> st.Estimate:
     return ESTIMATORS[kpi.family](s, alpha)
 
 
-def compare_cell(kpi: Kpi, a: Sample, b: Sample, params: KpisParams, deff: Deff = (1.0, 1.0)) -> st.Comparison:
+def compare_cell(kpi: Kpi, a: Sample, b: Sample, params: KpisParams, deff: Deff = (1.0, 1.0),
+                 df: float = math.inf) -> st.Comparison:
     """Full comparison; below ``min_n`` in either period the estimates and interval only (no test, no MDE).
 
     Ticket volume is a count over a fixed exposure: the count is the outcome, not a sample size, so it is
@@ -246,9 +249,10 @@ def compare_cell(kpi: Kpi, a: Sample, b: Sample, params: KpisParams, deff: Deff 
     """
     if kpi.family == "rate":
         if a.exposure > 0 and b.exposure > 0:
-            return COMPARERS["rate"](a, b, params.alpha, params.power, deff)
+            return st.with_t_reference(COMPARERS["rate"](a, b, params.alpha, params.power, deff), df, params.alpha, params.power)
     elif min(a.n, b.n) >= params.min_n:
-        return COMPARERS[kpi.family](a, b, params.alpha, params.power, deff)
+        res = COMPARERS[kpi.family](a, b, params.alpha, params.power, deff)
+        return st.with_t_reference(res, df, params.alpha, params.power)
     elif min(a.n, b.n) >= (2 if kpi.family == "mean" else 1):
         res = COMPARERS[kpi.family](a, b, params.alpha, params.power, deff)
         return replace(res, p_value=None, mde=None, mde_at=None)
@@ -271,28 +275,42 @@ def compare_cell(kpi: Kpi, a: Sample, b: Sample, params: KpisParams, deff: Deff 
 # ---------------------------------------------------------------------------------------------
 
 
-MIN_DIFFERENCES = 3  # successive monthly differences needed to estimate τ² at all (fewer: no month term)
+MIN_RESIDUAL_DF = 3  # month residuals needed to estimate the month component at all (fewer: none)
 
 
 def _unit(kpi: Kpi, values: np.ndarray) -> np.ndarray:
     return st.nps_unit_scores(values) if kpi.family == "nps" else values
 
 
-def month_variance(kpi: Kpi, series: Sample, exposures: dict[str, float] | None = None, split: date | None = None) -> float:
-    """Between-month variance component τ² of one cell's monthly series, on the family's unit scale
-    (per month for rates), by successive differences; 0 for families not inflated or with fewer than
-    ``MIN_DIFFERENCES`` differences of adjacent months.
+@dataclass(frozen=True)
+class MonthNoise:
+    """Between-month variance component of a cell's monthly series and its month-to-month correlation."""
 
-    Differences that straddle ``split`` (the start of the later period being tested) are left out: a real
-    shift there must not count as month noise."""
+    tau2: float = 0.0
+    rho: float = 0.0
+    df: float = math.inf  # residual degrees of freedom behind τ² (for the Satterthwaite reference)
+
+
+def month_variance(kpi: Kpi, series: Sample, exposures: dict[str, float] | None = None,
+                   splits: Sequence[date] = ()) -> MonthNoise:
+    """τ² and AR(1) ρ of one cell's monthly series, on the family's unit scale (per month for rates).
+
+    The months are cut into segments at ``splits`` (the boundary being tested), so a real shift there does
+    not count as month noise. ρ is the lag-1 autocorrelation of the monthly means around their segment means,
+    less its exact expectation under independence for this design and plus Kendall's 3ρ/M (as in
+    ``pipelines.its``); τ² solves E[r'r] = τ² tr(M R(ρ)) + Σ M_mm v_m (M the projection off the segment
+    means, v_m the month's sampling variance): a moment estimate in the manner of DerSimonian–Laird that
+    also corrects for the persistence a few months' mean hides. Families not inflated, or fewer than ``MIN_RESIDUAL_DF`` residual
+    degrees of freedom: no month component.
+    """
     if kpi.family not in INFLATED or series.months is None or not series.n:
-        return 0.0
+        return MonthNoise()
     months, inverse = np.unique(series.months, return_inverse=True)
-    if months.size < 4:
-        return 0.0
     counts = np.bincount(inverse, minlength=months.size).astype(float)
     if kpi.family == "rate":
         expo = np.array([(exposures or {}).get(m, 1.0) for m in months])
+        keep = expo > 0
+        months, counts, expo = months[keep], counts[keep], expo[keep]
         means = counts / expo
         sampling = (counts.sum() / expo.sum()) / expo  # Poisson, at the pooled rate
     else:
@@ -300,47 +318,78 @@ def month_variance(kpi: Kpi, series: Sample, exposures: dict[str, float] | None 
         means = np.bincount(inverse, weights=u, minlength=months.size) / counts
         within = float(np.sum((u - means[inverse]) ** 2)) / max(u.size - months.size, 1)
         sampling = within / counts
+    idx = np.array([int(m[:4]) * 12 + int(m[5:7]) - 1 for m in months])
+    cuts = sorted({d.year * 12 + d.month - 1 + (d.day > 1) for d in splits})
+    segment = np.searchsorted(np.array(cuts, dtype=int), idx, side="right")
+    seg_ids, seg_inv = np.unique(segment, return_inverse=True)
+    df = months.size - seg_ids.size
+    if df < MIN_RESIDUAL_DF:
+        return MonthNoise()
+    # Residuals of the monthly means around their segment means; AR(1) moments as in pipelines.its.
+    X = (seg_inv[:, None] == np.arange(seg_ids.size)[None, :]).astype(float)
+    M = np.eye(months.size) - X @ np.linalg.pinv(X)
+    resid = M @ means
+    lag = np.abs(np.subtract.outer(idx, idx))
+    A = (lag == 1) * (segment[:, None] == segment[None, :]) / 2.0
+    denom = float(resid @ resid)
+    rho = 0.0
+    if denom > 0 and A.any():
+        rho_hat = float(resid @ A @ resid) / denom
+        null_bias = float(np.trace(M @ A) / np.trace(M))
+        rho = float(np.clip(rho_hat - null_bias + 3 * max(rho_hat, 0.0) / months.size, 0.0, 0.9))
+    R = rho ** lag
+    # E[r'r] = τ² tr(M R) + Σ_m M_mm v_m: solve for τ² (the sampling part is known).
+    tau2 = max((denom - float(np.sum(np.diag(M) * sampling))) / float(np.trace(M @ R)), 0.0)
+    if tau2 == 0:
+        rho = 0.0
+    return MonthNoise(tau2, rho, float(df))
+
+
+def _month_term(noise: MonthNoise, months: np.ndarray, shares: np.ndarray) -> float:
+    """τ² w'R(ρ)w: the month noise in a period mean with month shares w."""
     idx = np.array([int(m[:4]) * 12 + int(m[5:7]) for m in months])
-    adjacent = np.diff(idx) == 1
-    if split is not None:
-        s_idx = split.year * 12 + split.month  # the month holding the split, and the one before when it starts it
-        first_after = s_idx if split.day == 1 else s_idx + 1
-        adjacent &= ~((idx[:-1] < first_after) & (idx[1:] >= s_idx))
-    if adjacent.sum() < MIN_DIFFERENCES:
-        return 0.0
-    sq = np.diff(means)[adjacent] ** 2
-    noise = (sampling[:-1] + sampling[1:])[adjacent]
-    return max(float(np.mean(sq) - np.mean(noise)) / 2.0, 0.0)
+    R = noise.rho ** np.abs(np.subtract.outer(idx, idx))
+    return noise.tau2 * float(shares @ R @ shares)
 
 
-def period_inflation(kpi: Kpi, s: Sample, tau2: float, exposures: dict[str, float] | None = None) -> float:
-    """Variance of the period's estimate with dependence over the independent one (≥ 1)."""
+def period_inflation(kpi: Kpi, s: Sample, noise: MonthNoise, exposures: dict[str, float] | None = None) -> tuple[float, float, float]:
+    """(variance inflation ≥ 1, its month part, the independent variance of the period's estimate)."""
     if kpi.family not in INFLATED or s.n < 2:
-        return 1.0
+        return 1.0, 0.0, 0.0
     if kpi.family == "rate":
-        if s.months is None or s.exposure <= 0:
-            return 1.0
-        months, counts = np.unique(s.months, return_counts=True)
-        expo = np.array([(exposures or {}).get(m, 0.0) for m in months])
-        weights = expo / s.exposure
-        independent = (s.n / s.exposure) / s.exposure
-        return 1.0 + tau2 * float(np.sum(weights ** 2)) / independent
+        months = np.array(sorted(exposures or {}))
+        expo = np.array([(exposures or {})[m] for m in months])
+        independent = (s.n / s.exposure) / s.exposure if s.exposure > 0 else 0.0
+        if independent <= 0 or not months.size:
+            return 1.0, 0.0, 0.0
+        month = _month_term(noise, months, expo / expo.sum()) / independent
+        return 1.0 + month, month, independent
     u = _unit(kpi, s.values)
     e = u - u.mean()
     ss = float(np.sum(e ** 2))
     if ss == 0:
-        return 1.0
+        return 1.0, 0.0, 0.0
     independent = ss / (u.size - 1) / u.size
     cluster = 1.0
     if s.clusters is not None:
         keys = np.where(s.clusters == None, np.arange(u.size).astype(str), s.clusters).astype(str)  # noqa: E711
         _, inv = np.unique(keys, return_inverse=True)
         cluster = max(float(np.sum(np.bincount(inv, weights=e) ** 2)) / ss, 1.0)
-    between = 0.0
-    if tau2 > 0 and s.months is not None:
-        _, counts = np.unique(s.months, return_counts=True)
-        between = tau2 * float(np.sum((counts / u.size) ** 2))
-    return cluster + between / independent
+    month = 0.0
+    if noise.tau2 > 0 and s.months is not None:
+        months, counts = np.unique(s.months, return_counts=True)
+        month = _month_term(noise, months, counts / u.size) / independent
+    return cluster + month, month, independent
+
+
+def inflation(kpi: Kpi, a: Sample, b: Sample, noise: MonthNoise, exposures: tuple[dict[str, float], dict[str, float]]
+              ) -> tuple[Deff, float]:
+    """(deff per period, Satterthwaite df): the month part of the variance is estimated on ``noise.df`` df."""
+    fa, ma, va = period_inflation(kpi, a, noise, exposures[0])
+    fb, mb, vb = period_inflation(kpi, b, noise, exposures[1])
+    total, month = fa * va + fb * vb, ma * va + mb * vb
+    df = noise.df * (total / month) ** 2 if month > 0 else math.inf
+    return (fa, fb), df
 
 
 def month_exposures(span: Span) -> dict[str, float]:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 
 import numpy as np
@@ -507,6 +507,26 @@ def _poisson_mde(rate_a: float, exposure_a: float, exposure_b: float, alpha: flo
     while shortfall(upper) < 0:  # power rises with delta, so widen until the root is bracketed
         upper *= 2
     return float(optimize.brentq(shortfall, 1e-9 * rate_a, upper, xtol=1e-9 * rate_a))
+
+
+def with_t_reference(res: Comparison, df: float, alpha: float = 0.05, power: float = 0.8) -> Comparison:
+    """The comparison's z statistic read against t with ``df`` degrees of freedom (Satterthwaite's, when part of
+    the variance is estimated from few months): p, interval half-widths and MDE widened to match."""
+    if not math.isfinite(df) or res.p_value is None:
+        return res
+    z = float(stats.norm.isf(res.p_value / 2))
+    ratio = float(stats.t.ppf(1 - alpha / 2, df)) / z_crit(alpha)
+    low = res.diff - (res.diff - res.ci_low) * ratio if res.ci_low is not None and res.diff is not None else res.ci_low
+    high = res.diff + (res.ci_high - res.diff) * ratio if res.ci_high is not None and res.diff is not None else res.ci_high
+    inner = res.mde_at
+
+    def mde_at(x: float) -> float | None:
+        m = inner(x) if inner else None
+        scale = (float(stats.t.ppf(1 - x / 2, df)) + float(stats.t.ppf(power, df))) / (z_crit(x) + float(stats.norm.ppf(power)))
+        return None if m is None else m * scale
+
+    return replace(res, p_value=p_value(2 * stats.t.sf(z, df)), ci_low=low, ci_high=high,
+                   mde=mde_at(alpha) if inner else None, mde_at=mde_at if inner else None)
 
 
 def bh_adjust(p_values: Sequence[float | None], q: float = 0.05) -> tuple[list[float | None], list[bool]]:
