@@ -85,7 +85,7 @@ DRIVERS_SCHEMA: dict[str, pl.DataType] = {
     "regression_reference": pl.String(),
     "share_a": pl.Float64(),  # % of commenting responses mentioning the topic, previous window
     "share_b": pl.Float64(),  # … current window
-    "trend": pl.Float64(),  # share_b / share_a, each smoothed by +0.5 mentions
+    "trend": pl.Float64(),  # share_b / share_a, each smoothed by +0.5 mentions, bounded to [1/3, 3]
     "priority": pl.Float64(),  # |impact| × trend
     "rank": pl.Int64(),
     "direction": pl.String(),  # "drags" (impact < 0) | "lifts"

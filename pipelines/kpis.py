@@ -135,8 +135,12 @@ def shift_tests(
     results: list[Comparison] = []
     whole = fr.clip(Span(fr.first, fr.as_of))
     all_exposure = month_exposures(whole)
-    for comparison, (span_a, span_b) in spans(params, fr.first, fr.as_of).items():
-        noise: dict[tuple[str, str, str], MonthNoise] = {}  # month noise per KPI × cell, over all the data
+    run_spans = spans(params, fr.first, fr.as_of)
+    # Month noise is measured around segment means cut at every boundary the run tests: a shift the run
+    # itself asks about (the programme, the latest window) must not count as noise for another comparison.
+    boundaries = sorted({d for a, b in run_spans.values() for d in (a.start, b.start)})
+    noise: dict[str, MonthNoise] = {}  # month noise per KPI, over all the data
+    for comparison, (span_a, span_b) in run_spans.items():
         # Exposure ends where the data end: a month the export cuts short is not a drop.
         exp_a, exp_b = fr.clip(span_a), fr.clip(span_b)
         for group, table, segments in groups(kpis, fr, params):
@@ -146,11 +150,9 @@ def shift_tests(
                 for kpi in group:
                     a = sample(kpi, cell_a, params, exp_a.months)
                     b = sample(kpi, cell_b, params, exp_b.months)
-                    key = (kpi.key, col, value)
-                    if key not in noise:
-                        noise[key] = month_variance(kpi, sample(kpi, in_cell(table, col, value), params), all_exposure,
-                                                    (span_b.start,))
-                    deff, df = inflation(kpi, a, b, noise[key], (month_exposures(exp_a), month_exposures(exp_b)))
+                    if kpi.key not in noise:  # measured on the overall series, where it can be (see samples)
+                        noise[kpi.key] = month_variance(kpi, sample(kpi, table, params), all_exposure, boundaries)
+                    deff, df = inflation(kpi, a, b, noise[kpi.key], (month_exposures(exp_a), month_exposures(exp_b)))
                     res = compare_cell(kpi, a, b, params, deff, df)
                     results.append(res)
                     rows.append(comparison_row(comparison, kpi.key, col, value, span_a.label, span_b.label, res, params))

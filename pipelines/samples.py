@@ -24,6 +24,9 @@ runs on n / deff):
   estimates from the monthly means around their segment means, the segments cut at every boundary the run
   tests, so a real shift there does not inflate its own noise. A period of a few months then carries month
   noise however many responses it has — what the null simulations of ``bench/robustness.py`` check.
+  τ² and ρ are measured on the KPI's overall monthly series and applied to every cell on the unit scale: a
+  segment of ~40 responses a month cannot tell month noise from sampling noise (its estimate is mostly
+  noise and would cost the power the simulations show), while month-wide swings reach every segment.
   A random-effects model per cell (statsmodels MixedLM) would say the same at far greater cost: the run has
   hundreds of cells. Durations (median, survival) and customer KPIs are not inflated.
 """

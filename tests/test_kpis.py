@@ -920,3 +920,16 @@ def test_its_seasonal_terms_only_on_long_series():
     seasonal, _ = kpis.its_segmented(periods, y, "2024-07", weights=np.full(36, 100), harmonics=2)
     assert seasonal.ci_high - seasonal.ci_low < (flat.ci_high - flat.ci_low) / 3  # the season is no longer noise
     assert abs(seasonal.diff) < 2
+
+
+def test_driver_trend_ratio_is_bounded(fixture_tables):
+    # Defect 9: a topic new in the current window had an unbounded trend (324 seen) that ranked it on novelty.
+    feedback, _ = fixture_tables
+    resp = feedback.filter(pl.col("question_id") == "q1")
+    new = resp.filter(pl.col("date_local") >= date(2026, 5, 1)).head(200)["response_id"]
+    old = resp.filter(pl.col("date_local") < date(2026, 5, 1)).head(50)["response_id"]
+    assignments = pl.DataFrame({"response_id": pl.concat([new, old]), "topic": [1] * new.len() + [2] * old.len()})
+    d = kpis.drivers(feedback, assignments, None, PARAMS)
+    trend = dict(zip(d["topic"].to_list(), d["trend"].to_list()))
+    assert trend[1] == 3.0 and trend[2] == pytest.approx(1 / 3)
+    assert all(r["priority"] == pytest.approx(abs(r["impact"]) * r["trend"]) for r in d.iter_rows(named=True))
