@@ -496,8 +496,8 @@ def test_its_poisson_counts_give_rate_ratio():
 
 @pytest.mark.slow  # Monte-Carlo
 def test_its_false_positive_rate_is_controlled_on_short_series():
-    # 12 monthly means of white noise: Newey–West alone rejects ~20 % at 5 % on such short
-    # series; the max(HAC, classical) error keeps the test at or below its nominal size.
+    # 12 monthly means of white noise: Newey–West alone rejected ~20 % at 5 % on such short series; the
+    # AR(1) errors with a bias-corrected ρ and t(T − 5) references keep the test at or below its nominal size.
     rng = np.random.default_rng(1)
     reps, rejections = 300, 0
     for _ in range(reps):
