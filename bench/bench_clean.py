@@ -61,7 +61,6 @@ def run_pandas(root: Path) -> dict:
     import pandas as pd
 
     from pipelines import clean
-    from pipelines.io import write_result
 
     params = survey_params(root)
     src = params.surveys[0]

@@ -1,7 +1,10 @@
 """Old vs new report on the same demo outputs (findings text, tiles, topic rows, shift rows). Needs a demo workspace
 built by `dvc repro` at /tmp/rpt-demo/ws and the pre-Jinja report.py saved as /tmp/rpt-demo/old_report.py; with
 --simulate-kpis it adds the nps_p_adjusted / nps_significant columns the kpis branch writes. One-off check, not a test."""
-import html, json, re, sys, types
+import html
+import re
+import sys
+import types
 from pathlib import Path
 import polars as pl
 

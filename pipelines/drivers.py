@@ -14,6 +14,9 @@ from pipelines.schema import KpisParams
 from pipelines.stats import bh_adjust, compare_means, compare_nps, finite, nps_unit_scores
 
 
+TREND_CAP = 3.0  # bound of the trend ratio in the priority (see ``drivers``)
+
+
 def drivers(
     feedback: pl.DataFrame,
     assignments: pl.DataFrame,
@@ -32,8 +35,11 @@ def drivers(
     most frequent topic is left out as the reference. Its p-values, and those of the topic-vs-rest
     NPS differences (``nps_p_adjusted``, ``nps_significant``), are BH-adjusted across topics at ``fdr_q``.
     No NPS answers (or no NPS column) → an empty table with the schema.
-    Trend compares topic shares in the previous and current windows of ``shift_tests``; topics
-    are ranked by |impact| × trend (a large drag that is growing first).
+    Trend compares topic shares in the previous and current windows of ``shift_tests``, bounded to
+    [1/TREND_CAP, TREND_CAP]: a topic new in the current window has an unbounded ratio (324 was seen) that
+    would rank it on novelty alone; a tripling is as urgent as growth gets here. Topics are ranked by
+    |impact| × trend (a large drag that is growing first). ``impact`` is this table's one definition (the
+    report reads it from here): the topic's responses against every other scored response.
     """
     from statsmodels.regression.linear_model import OLS  # not statsmodels.api: it imports far more
     from statsmodels.tools.tools import add_constant
@@ -117,7 +123,7 @@ def drivers(
         row.update(coef_p_adjusted=adj[i], coef_significant=rej[i], regression_reference=reference)
         (k_a, n_a), (k_b, n_b) = [(int((m & s).sum()), int(s.sum())) for s in in_span]
         row.update(share_a=100.0 * k_a / n_a if n_a else None, share_b=100.0 * k_b / n_b if n_b else None,
-                   trend=((k_b + 0.5) / (n_b + 1)) / ((k_a + 0.5) / (n_a + 1)))
+                   trend=min(max(((k_b + 0.5) / (n_b + 1)) / ((k_a + 0.5) / (n_a + 1)), 1 / TREND_CAP), TREND_CAP))
         if row.get("impact") is not None:
             row["priority"] = abs(row["impact"]) * row["trend"]
             row["direction"] = "drags" if row["impact"] < 0 else "lifts"

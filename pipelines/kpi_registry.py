@@ -37,6 +37,9 @@ class Kpi:
     # good values, direction). A KPI whose section is null in params.yaml does not apply.
     scale: Literal["csat", "ces", "rating"] | None = None
     censored_by: str | None = None  # survival KPIs: the column that is True while the duration is still running
+    # Survival KPIs whose column is null while the duration runs (no reply yet): such rows are censored at
+    # this column's value (the time elapsed so far), never dropped.
+    censored_at: str | None = None
 
     @property
     def effect_kind(self) -> str:
@@ -78,8 +81,8 @@ REGISTRY: tuple[Kpi, ...] = (
         indicator="top_box", scale="ces"),
     Kpi("ticket_volume", "tickets", "rate", "ticket_id", False, "per_month", 0.2, "問い合わせ件数", "Ticket volume",
         digits=0, relative=True),
-    Kpi("first_response_h", "tickets", "median", "first_response_h", False, "hours", 0.2, "初回応答時間（時間）",
-        "First response time (h)", relative=True, headline=True),
+    Kpi("first_response_h", "tickets", "survival", "first_response_h", False, "hours", 0.2, "初回応答時間（時間）",
+        "First response time (h)", relative=True, headline=True, censored_at="resolution_h"),
     Kpi("resolution_h", "tickets", "survival", "resolution_h", False, "hours", 0.2, "解決時間（時間）",
         "Resolution time (h)", relative=True, censored_by="is_open"),
     Kpi("churn_rate", "customers", "proportion", "churned", False, "percent", 5.0, "離反率（%）", "Churn rate (%)",

@@ -41,7 +41,9 @@ SHIFT_SCHEMA: dict[str, pl.DataType] = {
     "n_b": pl.Int64(),
     "effect_size": pl.Float64(),
     "effect_size_kind": pl.String(),
-    "mde": pl.Float64(),
+    "mde": pl.Float64(),  # minimum detectable |diff| at power ``power`` and two-sided threshold ``mde_alpha``
+    "mde_alpha": pl.Float64(),  # the BH decision's per-test threshold q·(R + 1)/m the MDE is stated at
+    "direction": pl.Int64(),  # the test's own direction: +1 period b higher, −1 lower (durations: longer/shorter)
     "higher_is_better": pl.Boolean(),
     "method": pl.String(),
     "verdict": pl.String(),
@@ -83,7 +85,7 @@ DRIVERS_SCHEMA: dict[str, pl.DataType] = {
     "regression_reference": pl.String(),
     "share_a": pl.Float64(),  # % of commenting responses mentioning the topic, previous window
     "share_b": pl.Float64(),  # … current window
-    "trend": pl.Float64(),  # share_b / share_a, each smoothed by +0.5 mentions
+    "trend": pl.Float64(),  # share_b / share_a, each smoothed by +0.5 mentions, bounded to [1/3, 3]
     "priority": pl.Float64(),  # |impact| × trend
     "rank": pl.Int64(),
     "direction": pl.String(),  # "drags" (impact < 0) | "lifts"
@@ -98,6 +100,6 @@ def comparison_row(comparison: str, kpi: str, col: str, value: str, label_a: str
                 est_a=res.est_a, est_b=res.est_b, diff=res.diff,
                 ci_low=res.ci_low, ci_high=res.ci_high, p_value=res.p_value,
                 n_a=res.n_a, n_b=res.n_b, effect_size=res.effect_size,
-                effect_size_kind=res.effect_size_kind, mde=res.mde,
+                effect_size_kind=res.effect_size_kind, mde=res.mde, mde_alpha=None, direction=res.direction,
                 higher_is_better=params.higher_is_better(kpi), method=res.method,
                 n_periods_a=n_periods[0], n_periods_b=n_periods[1], baseline=None)

@@ -16,11 +16,14 @@ Verdict rule of ``shift_tests`` (in this order):
 
 1. fewer than ``min_n`` observations in either period, or no test possible
    → "too few responses to tell" (such cells get no p-value and stay out of the BH family);
-2. BH-adjusted p ≤ ``fdr_q`` → "improved" / "worsened" by the sign of the difference and
-   the KPI's direction;
+   Ticket volume is exempt from ``min_n``: its count is the outcome, tested whenever both spans have exposure;
+2. BH-adjusted p ≤ ``fdr_q`` → "improved" / "worsened" by the direction of the test and the KPI's
+   direction — when the difference shown agrees with the test's direction; otherwise "changed, direction
+   unclear" (a difference that is None, e.g. an unreached median, does not contradict);
 3. not significant and the minimum detectable |difference| exceeds the KPI's
    ``meaningful_change`` → "too few responses to tell" (a real, meaningful change could
-   have been missed);
+   have been missed). The MDE is stated at the threshold the BH decision applies to one more finding,
+   q·(R + 1)/m (``mde_alpha``; see ``decision_alpha``), not at the nominal α;
 4. otherwise → "no detectable change".
 """
 
@@ -37,10 +40,12 @@ import polars as pl
 
 from pipelines import kpi_registry
 from pipelines.drivers import drivers
-from pipelines.its import its_mde_multiplier, its_segmented, its_tests, newey_west_lags
+from pipelines.its import its_mde_multiplier, its_segmented, its_tests, newey_west_lags, poisson_its
 from pipelines.kpi_registry import KPIS
 from pipelines.kpi_tables import DRIVERS_SCHEMA, MONTHLY_SCHEMA, SHIFT_SCHEMA, comparison_row
-from pipelines.periods import spans, yoy_missing
+from datetime import timedelta
+
+from pipelines.periods import Span, spans, yoy_missing
 from pipelines.samples import (
     activity,
     cells,
@@ -51,7 +56,11 @@ from pipelines.samples import (
     frame,
     groups,
     in_cell,
+    MonthNoise,
+    month_exposures,
+    month_variance,
     monthly_kpis,
+    inflation,
     sample,
 )
 from pipelines.schema import CesParams, CsatParams, KpisParams, RatingParams
@@ -64,6 +73,7 @@ from pipelines.stats import (
     compare_proportions,
     compare_rates,
     compare_survival,
+    finite,
     km_median,
     nps_adjusted_wald_ci,
     nps_bootstrap_ci,
@@ -83,6 +93,7 @@ VERDICT_IMPROVED = "improved"
 VERDICT_WORSENED = "worsened"
 VERDICT_NO_CHANGE = "no detectable change"
 VERDICT_TOO_FEW = "too few responses to tell"
+VERDICT_UNCLEAR = "changed, direction unclear"  # significant, but the shown difference does not carry the direction
 
 COMPARISON_NAMES = {
     "programme": "before/after the programme date",
@@ -121,28 +132,67 @@ def shift_tests(
     kpis, _ = coverage(fr, params)
     touches = activity(fr, params.activity_sources)
     rows: list[dict[str, Any]] = []
-    for comparison, (span_a, span_b) in spans(params, fr.first, fr.as_of).items():
+    results: list[Comparison] = []
+    whole = fr.clip(Span(fr.first, fr.as_of))
+    all_exposure = month_exposures(whole)
+    run_spans = spans(params, fr.first, fr.as_of)
+    # Month noise is measured around segment means cut at every boundary the run tests: a shift the run
+    # itself asks about (the programme, the latest window) must not count as noise for another comparison.
+    boundaries = sorted({d for a, b in run_spans.values() for d in (a.start, b.start)})
+    noise: dict[str, MonthNoise] = {}  # month noise per KPI, over all the data
+    for comparison, (span_a, span_b) in run_spans.items():
+        # Exposure ends where the data end: a month the export cuts short is not a drop.
+        exp_a, exp_b = fr.clip(span_a), fr.clip(span_b)
         for group, table, segments in groups(kpis, fr, params):
             part_a, part_b = span_a.select(table), span_b.select(table)
             for col, value in cells(pl.concat([part_a, part_b]), segments) if group else ():
                 cell_a, cell_b = in_cell(part_a, col, value), in_cell(part_b, col, value)
                 for kpi in group:
-                    a = sample(kpi, cell_a, params, span_a.months)
-                    b = sample(kpi, cell_b, params, span_b.months)
-                    rows.append(comparison_row(comparison, kpi.key, col, value, span_a.label, span_b.label,
-                                               compare_cell(kpi, a, b, params), params))
-        units_a, units_b = customers(touches, span_a.start, span_a.end), customers(touches, span_b.start, span_b.end)
-        for kpi in (k for k in kpis if k.source == "customers"):
+                    a = sample(kpi, cell_a, params, exp_a.months)
+                    b = sample(kpi, cell_b, params, exp_b.months)
+                    if kpi.key not in noise:  # measured on the overall series, where it can be (see samples)
+                        noise[kpi.key] = month_variance(kpi, sample(kpi, table, params), all_exposure, boundaries)
+                    deff, df = inflation(kpi, a, b, noise[kpi.key], (month_exposures(exp_a), month_exposures(exp_b)))
+                    res = compare_cell(kpi, a, b, params, deff, df)
+                    results.append(res)
+                    rows.append(comparison_row(comparison, kpi.key, col, value, span_a.label, span_b.label, res, params))
+        # Churn and repeat depend on the span's length: both sides get the same length, next to the split.
+        days = timedelta(days=max(min((exp_a.end - exp_a.start).days, (exp_b.end - exp_b.start).days), 0))
+        cust_a, cust_b = Span(exp_a.end - days, exp_a.end), Span(exp_b.start, exp_b.start + days)
+        customer_kpis = [k for k in kpis if k.source == "customers"]
+        if customer_kpis:
+            units_a, units_b = customers(touches, cust_a.start, cust_a.end), customers(touches, cust_b.start, cust_b.end)
+        for kpi in customer_kpis:
             res = compare_cell(kpi, sample(kpi, units_a, params), sample(kpi, units_b, params), params)
-            rows.append(comparison_row(comparison, kpi.key, "all", "all", span_a.label, span_b.label, res, params))
+            results.append(res)
+            rows.append(comparison_row(comparison, kpi.key, "all", "all", cust_a.label, cust_b.label, res, params))
     if monthly is None:
         monthly = monthly_kpis(feedback, tickets, params)
-    rows.extend(its_tests(monthly, params))
+    its_rows, its_results = its_tests(monthly, params, coverage=(whole.start, whole.end), with_results=True)
+    rows.extend(its_rows)
+    results.extend(its_results)
     adjusted, rejected = bh_adjust([r["p_value"] for r in rows], params.fdr_q)
-    for row, p_adj, reject in zip(rows, adjusted, rejected, strict=True):
+    threshold = decision_alpha(rejected, [r["p_value"] for r in rows], params.fdr_q)
+    for row, res, p_adj, reject in zip(rows, results, adjusted, rejected, strict=True):
         row["p_adjusted"], row["significant"] = p_adj, reject
+        # The MDE at the threshold the BH decision actually applies to one more finding.
+        row["mde"] = finite(res.mde_at(threshold)) if res.mde_at is not None and row["p_value"] is not None else None
+        row["mde_alpha"] = threshold if row["mde"] is not None else None
         row["verdict"] = _verdict(row, params)
     return pl.DataFrame(rows, schema=SHIFT_SCHEMA)
+
+
+def decision_alpha(rejected: Sequence[bool], p_values: Sequence[float | None], q: float) -> float:
+    """The per-test threshold the Benjamini–Hochberg decision applies to a further finding: q·(R + 1)/m.
+
+    With R rejections among m tests, one more test is rejected as soon as its p is at most q(R + 1)/m
+    (then R + 1 p-values lie below that step). With no rejections it is q/m, Bonferroni's. Power and the
+    minimum detectable effect are stated at this threshold, not at the nominal α.
+    """
+    m = sum(p is not None for p in p_values)
+    if m == 0:
+        return q
+    return min(q * (sum(rejected) + 1) / m, q)
 
 
 def skipped(feedback: pl.DataFrame, tickets: pl.DataFrame | None, params: KpisParams | None = None) -> list[dict[str, str]]:
@@ -175,15 +225,21 @@ def coverage_notes(feedback: pl.DataFrame, tickets: pl.DataFrame | None, params:
 def _verdict(row: dict[str, Any], params: KpisParams) -> str:
     """Apply the verdict rule documented in the module docstring.
 
-    For ``its_slope`` rows the meaningful change is spread over the post-programme months (a
+    The direction is the test's own (``direction``); the difference shown must agree with it, else the row
+    says "changed, direction unclear" (a median difference against a Mann–Whitney shift, crossing survival
+    curves). For ``its_slope`` rows the meaningful change is spread over the post-programme months (a
     slope change that would add up to it by the end of the series); for counts the slope is
     on the log scale, so the relative threshold becomes log(1 + threshold).
     """
-    if min(row["n_a"], row["n_b"]) < params.min_n or row["p_value"] is None:
+    kpi = kpi_registry.get(row["kpi"])
+    gated = kpi.family != "rate" and min(row["n_a"], row["n_b"]) < params.min_n  # a count is the outcome, not n
+    if gated or row["p_value"] is None:
         return VERDICT_TOO_FEW
     if row["significant"]:
-        return VERDICT_IMPROVED if (row["diff"] > 0) == row["higher_is_better"] else VERDICT_WORSENED
-    kpi = kpi_registry.get(row["kpi"])
+        direction, diff = row["direction"], row["diff"]
+        if not direction or (diff is not None and (diff == 0 or (diff > 0) != (direction > 0))):
+            return VERDICT_UNCLEAR
+        return VERDICT_IMPROVED if (direction > 0) == row["higher_is_better"] else VERDICT_WORSENED
     threshold = params.meaningful_change.get(kpi.key, kpi.meaningful_change)
     if row["comparison"] == "its_slope":
         if kpi.is_count:
@@ -404,5 +460,6 @@ __all__ = [
     "compare_proportions", "compare_rates", "compare_survival", "coverage_notes", "customer_sample", "drivers",
     "headline_findings", "its_mde_multiplier", "its_segmented", "its_tests", "km_median", "kpi_metrics",
     "monthly_kpis", "newey_west_lags", "nps_adjusted_wald_ci", "nps_bootstrap_ci", "nps_counts", "nps_value",
-    "nps_variance", "nps_wald_ci", "read_alerts", "run", "shift_tests", "skipped", "write",
+    "nps_variance", "nps_wald_ci", "poisson_its", "read_alerts", "run", "shift_tests", "skipped", "write",
+    "decision_alpha", "VERDICT_UNCLEAR",
 ]

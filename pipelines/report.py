@@ -34,8 +34,9 @@ LOCALES = {"ja": "ja_JP", "en": "en_US"}  # number formats (thousands separators
 TOO_FEW = "too few responses to tell"
 IMPROVED, WORSENED, NO_CHANGE = "improved", "worsened", "no detectable change"
 # Colour-blind-safe (Okabe–Ito) colours for verdicts; each comes with a mark and a word.
-VERDICT_COLOURS = {IMPROVED: "#009E73", WORSENED: "#D55E00", NO_CHANGE: "#555555", TOO_FEW: "#999999"}
-VERDICT_MARK = {IMPROVED: "▲", WORSENED: "▼", NO_CHANGE: "＝", TOO_FEW: "?"}
+UNCLEAR = "changed, direction unclear"  # significant, but the shown difference does not carry the direction
+VERDICT_COLOURS = {IMPROVED: "#009E73", WORSENED: "#D55E00", NO_CHANGE: "#555555", TOO_FEW: "#999999", UNCLEAR: "#E69F00"}
+VERDICT_MARK = {IMPROVED: "▲", WORSENED: "▼", NO_CHANGE: "＝", TOO_FEW: "?", UNCLEAR: "≠"}
 SEGMENT_FIELDS = ("persona", "channel", "product", "journey")
 TOPIC_ROWS = 12  # topics shown open; the rest fold under one line (keeps the page and its print short)
 JAPANESE = re.compile(r"[\u3040-\u30ff\u3400-\u9fff\uff00-\uffef]")  # kana, kanji, full-width forms

@@ -8,14 +8,37 @@ is one registry record.
 Survey KPIs count each response once: feedback has one row per response × question, so it is collapsed on
 ``response_id`` first. Ticket dates for period splits are the UTC creation date (the tables carry no local
 ticket date; monthly rows use the local ``period`` column).
+
+Exposure (ticket volume) and customer spans end where the data end (``Frame.data_end``, the day after the
+last response or ticket), so a month the export cuts short is not read as a drop.
+
+Dependence (``inflation``): responses are not independent draws. Two sources widen the NPS, mean,
+proportion and rate tests, as a variance inflation per period (Kish design effect; the family's own test then
+runs on n / deff):
+
+* Repeat respondents: the cluster-robust (sandwich, by ``customer_id``) variance of the period mean over
+  the independent one, Σ_c (Σ_i e_i)² / Σ_i e_i² (never below 1).
+* Months that differ beyond sampling noise, and persist: a between-month variance component τ² of the
+  cell's monthly series with an AR(1) month-to-month correlation ρ (``month_variance``), added to the period
+  mean's variance as τ² w'R(ρ)w (w the months' shares of the period, R_ij = ρ^|i−j|). Both are moment
+  estimates from the monthly means around their segment means, the segments cut at every boundary the run
+  tests, so a real shift there does not inflate its own noise. A period of a few months then carries month
+  noise however many responses it has — what the null simulations of ``bench/robustness.py`` check.
+  τ² and ρ are measured on the KPI's overall monthly series and applied to every cell on the unit scale: a
+  segment of ~40 responses a month cannot tell month noise from sampling noise (its estimate is mostly
+  noise and would cost the power the simulations show), while month-wide swings reach every segment.
+  A random-effects model per cell (statsmodels MixedLM) would say the same at far greater cost: the run has
+  hundreds of cells. Durations (median, survival) and customer KPIs are not inflated.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from datetime import date
+from dataclasses import dataclass, replace
+from datetime import date, timedelta
 from typing import Any
+
+import math
 
 import numpy as np
 import polars as pl
@@ -24,7 +47,7 @@ from pipelines import kpi_registry
 from pipelines import stats as st
 from pipelines.kpi_registry import Kpi
 from pipelines.kpi_tables import MONTHLY_SCHEMA
-from pipelines.periods import add_months, latest
+from pipelines.periods import Span, add_months, latest, month_span
 from pipelines.schema import KpisParams
 
 TICKET_SEGMENTS = ("channel", "product")
@@ -37,6 +60,8 @@ class Sample:
     values: np.ndarray
     observed: np.ndarray | None = None
     exposure: float = 1.0
+    months: np.ndarray | None = None  # local month ("YYYY-MM") per value, where the unit table has one
+    clusters: np.ndarray | None = None  # customer per value (survey), for the cluster-robust inflation
 
     @property
     def n(self) -> int:
@@ -78,6 +103,12 @@ class Frame:
     first: date
     as_of: date
     has_tickets: bool  # a tickets table was given (an empty one means no tickets: rates of zero)
+    data_end: date | None = None  # the day after the last response or ticket (exposure ends here)
+
+    def clip(self, span: Span) -> Span:
+        """The part of ``span`` the data cover (exposure, customer activity)."""
+        end = min(span.end, self.data_end) if self.data_end else span.end
+        return Span(max(span.start, self.first), max(end, max(span.start, self.first)))
 
 
 def frame(feedback: pl.DataFrame, tickets: pl.DataFrame | None, params: KpisParams) -> Frame | None:
@@ -92,7 +123,9 @@ def frame(feedback: pl.DataFrame, tickets: pl.DataFrame | None, params: KpisPara
             return None
         as_of = add_months(last.replace(day=1), 1)
     firsts = [f["date"].min() for f in (resp, tix) if f.height]
-    return Frame(resp, tix, min(firsts) if firsts else as_of, as_of, tickets is not None)
+    lasts = [f["date"].max() + timedelta(days=1) for f in (resp, tix) if f.height]
+    return Frame(resp, tix, min(firsts) if firsts else as_of, as_of, tickets is not None,
+                 max(lasts) if lasts else None)
 
 
 def check_scales(resp: pl.DataFrame, params: KpisParams) -> None:
@@ -161,19 +194,28 @@ def indicator(kpi: Kpi, values: pl.Series, params: KpisParams) -> pl.Series:
 
 
 def sample(kpi: Kpi, cell: pl.DataFrame, params: KpisParams, exposure: float = 1.0) -> Sample:
+    months = cell["period"].to_numpy() if "period" in cell.columns else None
     if kpi.family == "rate":  # one event per row of the unit table
-        return Sample(np.ones(cell.height), exposure=exposure)
+        return Sample(np.ones(cell.height), exposure=exposure, months=months)
     col = params.column(kpi.key)
-    rows = cell.filter(pl.col(col).is_not_null())
-    values = rows[col]
+    if kpi.censored_at:  # no value yet: censored at the time elapsed so far
+        rows = cell.filter(pl.col(col).is_not_null() | pl.col(kpi.censored_at).is_not_null())
+        values = rows[col].fill_null(rows[kpi.censored_at])
+        observed = rows[col].is_not_null().to_numpy()
+    else:
+        rows = cell.filter(pl.col(col).is_not_null())
+        values = rows[col]
+        observed = ~rows[kpi.censored_by].fill_null(False).to_numpy() if kpi.censored_by else None
     if kpi.indicator:
         values = indicator(kpi, values, params)
-    observed = ~rows[kpi.censored_by].fill_null(False).to_numpy() if kpi.censored_by else None
-    return Sample(values.cast(pl.Float64).to_numpy(), observed=observed)
+    return Sample(
+        values.cast(pl.Float64).to_numpy(), observed=observed,
+        months=rows["period"].to_numpy() if "period" in rows.columns else None,
+        clusters=rows["customer_id"].cast(pl.String).to_numpy() if kpi.source == "survey" and "customer_id" in rows.columns else None,
+    )
 
 
 Estimator = Callable[[Sample, float], st.Estimate]
-Comparer = Callable[[Sample, Sample, float, float], st.Comparison]
 
 ESTIMATORS: dict[str, Estimator] = {
     "nps": lambda s, alpha: st.nps_estimate(s.values, alpha),
@@ -183,15 +225,17 @@ ESTIMATORS: dict[str, Estimator] = {
     "median": lambda s, alpha: st.median_estimate(s.values, alpha),
     "survival": lambda s, alpha: st.km_median(s.values, s.observed, alpha),
 }
-COMPARERS: dict[str, Comparer] = {
-    "nps": lambda a, b, alpha, power: st.compare_nps(a.values, b.values, alpha, power),
-    "mean": lambda a, b, alpha, power: st.compare_means(a.values, b.values, alpha, power),
-    "proportion": lambda a, b, alpha, power: st.compare_proportions(
-        int(a.values.sum()), a.n, int(b.values.sum()), b.n, alpha, power),
-    "rate": lambda a, b, alpha, power: st.compare_rates(a.n, a.exposure, b.n, b.exposure, alpha, power),
-    "median": lambda a, b, alpha, power: st.compare_medians(a.values, b.values, alpha, power),
-    "survival": lambda a, b, alpha, power: st.compare_survival(a.values, a.observed, b.values, b.observed, alpha, power),
+Deff = tuple[float, float]
+COMPARERS: dict[str, Callable[[Sample, Sample, float, float, Deff], st.Comparison]] = {
+    "nps": lambda a, b, alpha, power, deff: st.compare_nps(a.values, b.values, alpha, power, deff),
+    "mean": lambda a, b, alpha, power, deff: st.compare_means(a.values, b.values, alpha, power, deff),
+    "proportion": lambda a, b, alpha, power, deff: st.compare_proportions(
+        float(a.values.sum()), a.n, float(b.values.sum()), b.n, alpha, power, deff),
+    "rate": lambda a, b, alpha, power, deff: st.compare_rates(a.n, a.exposure, b.n, b.exposure, alpha, power, deff),
+    "median": lambda a, b, alpha, power, deff: st.compare_medians(a.values, b.values, alpha, power),
+    "survival": lambda a, b, alpha, power, deff: st.compare_survival(a.values, a.observed, b.values, b.observed, alpha, power),
 }
+INFLATED = ("nps", "mean", "proportion", "rate")  # families the dependence inflation applies to
 
 
 def estimate(kpi: Kpi, s: Sample, alpha: float) -> st.Estimate:
@@ -199,10 +243,22 @@ def estimate(kpi: Kpi, s: Sample, alpha: float) -> st.Estimate:
     return ESTIMATORS[kpi.family](s, alpha)
 
 
-def compare_cell(kpi: Kpi, a: Sample, b: Sample, params: KpisParams) -> st.Comparison:
-    """Full comparison, or point estimates only when either period is below ``min_n``."""
-    if min(a.n, b.n) >= params.min_n:
-        return COMPARERS[kpi.family](a, b, params.alpha, params.power)
+def compare_cell(kpi: Kpi, a: Sample, b: Sample, params: KpisParams, deff: Deff = (1.0, 1.0),
+                 df: float = math.inf) -> st.Comparison:
+    """Full comparison; below ``min_n`` in either period the estimates and interval only (no test, no MDE).
+
+    Ticket volume is a count over a fixed exposure: the count is the outcome, not a sample size, so it is
+    tested whenever both periods have exposure (gating on it would let the outcome pick the BH family).
+    """
+    if kpi.family == "rate":
+        if a.exposure > 0 and b.exposure > 0:
+            return st.with_t_reference(COMPARERS["rate"](a, b, params.alpha, params.power, deff), df, params.alpha, params.power)
+    elif min(a.n, b.n) >= params.min_n:
+        res = COMPARERS[kpi.family](a, b, params.alpha, params.power, deff)
+        return st.with_t_reference(res, df, params.alpha, params.power)
+    elif min(a.n, b.n) >= (2 if kpi.family == "mean" else 1):
+        res = COMPARERS[kpi.family](a, b, params.alpha, params.power, deff)
+        return replace(res, p_value=None, mde=None, mde_at=None)
 
     def point(s: Sample) -> float | None:
         if kpi.family == "rate":  # no events is a real rate of zero, not a missing estimate
@@ -215,6 +271,139 @@ def compare_cell(kpi: Kpi, a: Sample, b: Sample, params: KpisParams) -> st.Compa
         ci_low=None, ci_high=None, p_value=None, effect_size=None, effect_size_kind=kpi.effect_kind, mde=None,
         n_a=a.n, n_b=b.n, method=kpi.method,
     )
+
+
+# ---------------------------------------------------------------------------------------------
+# Dependence: variance inflation per period (see the module note)
+# ---------------------------------------------------------------------------------------------
+
+
+MIN_RESIDUAL_DF = 3  # month residuals needed to estimate the month component at all (fewer: none)
+
+
+def _unit(kpi: Kpi, values: np.ndarray) -> np.ndarray:
+    return st.nps_unit_scores(values) if kpi.family == "nps" else values
+
+
+@dataclass(frozen=True)
+class MonthNoise:
+    """Between-month variance component of a cell's monthly series and its month-to-month correlation."""
+
+    tau2: float = 0.0
+    rho: float = 0.0
+    df: float = math.inf  # residual degrees of freedom behind τ² (for the Satterthwaite reference)
+
+
+def month_variance(kpi: Kpi, series: Sample, exposures: dict[str, float] | None = None,
+                   splits: Sequence[date] = ()) -> MonthNoise:
+    """τ² and AR(1) ρ of one cell's monthly series, on the family's unit scale (per month for rates).
+
+    The months are cut into segments at ``splits`` (the boundary being tested), so a real shift there does
+    not count as month noise. ρ is the lag-1 autocorrelation of the monthly means around their segment means,
+    less its exact expectation under independence for this design and plus Kendall's 3ρ/M (as in
+    ``pipelines.its``); τ² solves E[r'r] = τ² tr(M R(ρ)) + Σ M_mm v_m (M the projection off the segment
+    means, v_m the month's sampling variance): a moment estimate in the manner of DerSimonian–Laird that
+    also corrects for the persistence a few months' mean hides. Families not inflated, or fewer than ``MIN_RESIDUAL_DF`` residual
+    degrees of freedom: no month component.
+    """
+    if kpi.family not in INFLATED or series.months is None or not series.n:
+        return MonthNoise()
+    months, inverse = np.unique(series.months, return_inverse=True)
+    counts = np.bincount(inverse, minlength=months.size).astype(float)
+    if kpi.family == "rate":
+        expo = np.array([(exposures or {}).get(m, 1.0) for m in months])
+        keep = expo > 0
+        months, counts, expo = months[keep], counts[keep], expo[keep]
+        means = counts / expo
+        sampling = (counts.sum() / expo.sum()) / expo  # Poisson, at the pooled rate
+    else:
+        u = _unit(kpi, series.values)
+        means = np.bincount(inverse, weights=u, minlength=months.size) / counts
+        within = float(np.sum((u - means[inverse]) ** 2)) / max(u.size - months.size, 1)
+        sampling = within / counts
+    idx = np.array([int(m[:4]) * 12 + int(m[5:7]) - 1 for m in months])
+    cuts = sorted({d.year * 12 + d.month - 1 + (d.day > 1) for d in splits})
+    segment = np.searchsorted(np.array(cuts, dtype=int), idx, side="right")
+    seg_ids, seg_inv = np.unique(segment, return_inverse=True)
+    df = months.size - seg_ids.size
+    if df < MIN_RESIDUAL_DF:
+        return MonthNoise()
+    # Residuals of the monthly means around their segment means; AR(1) moments as in pipelines.its.
+    X = (seg_inv[:, None] == np.arange(seg_ids.size)[None, :]).astype(float)
+    M = np.eye(months.size) - X @ np.linalg.pinv(X)
+    resid = M @ means
+    lag = np.abs(np.subtract.outer(idx, idx))
+    A = (lag == 1) * (segment[:, None] == segment[None, :]) / 2.0
+    denom = float(resid @ resid)
+    rho = 0.0
+    if denom > 0 and A.any():
+        rho_hat = float(resid @ A @ resid) / denom
+        null_bias = float(np.trace(M @ A) / np.trace(M))
+        rho = float(np.clip(rho_hat - null_bias + 3 * max(rho_hat, 0.0) / months.size, 0.0, 0.9))
+    R = rho ** lag
+    # E[r'r] = τ² tr(M R) + Σ_m M_mm v_m: solve for τ² (the sampling part is known).
+    tau2 = max((denom - float(np.sum(np.diag(M) * sampling))) / float(np.trace(M @ R)), 0.0)
+    if tau2 == 0:
+        rho = 0.0
+    return MonthNoise(tau2, rho, float(df))
+
+
+def _month_term(noise: MonthNoise, months: np.ndarray, shares: np.ndarray) -> float:
+    """τ² w'R(ρ)w: the month noise in a period mean with month shares w."""
+    idx = np.array([int(m[:4]) * 12 + int(m[5:7]) for m in months])
+    R = noise.rho ** np.abs(np.subtract.outer(idx, idx))
+    return noise.tau2 * float(shares @ R @ shares)
+
+
+def period_inflation(kpi: Kpi, s: Sample, noise: MonthNoise, exposures: dict[str, float] | None = None) -> tuple[float, float, float]:
+    """(variance inflation ≥ 1, its month part, the independent variance of the period's estimate)."""
+    if kpi.family not in INFLATED or s.n < 2:
+        return 1.0, 0.0, 0.0
+    if kpi.family == "rate":
+        months = np.array(sorted(exposures or {}))
+        expo = np.array([(exposures or {})[m] for m in months])
+        independent = (s.n / s.exposure) / s.exposure if s.exposure > 0 else 0.0
+        if independent <= 0 or not months.size:
+            return 1.0, 0.0, 0.0
+        month = _month_term(noise, months, expo / expo.sum()) / independent
+        return 1.0 + month, month, independent
+    u = _unit(kpi, s.values)
+    e = u - u.mean()
+    ss = float(np.sum(e ** 2))
+    if ss == 0:
+        return 1.0, 0.0, 0.0
+    independent = ss / (u.size - 1) / u.size
+    cluster = 1.0
+    if s.clusters is not None:
+        keys = np.where(s.clusters == None, np.arange(u.size).astype(str), s.clusters).astype(str)  # noqa: E711
+        _, inv = np.unique(keys, return_inverse=True)
+        cluster = max(float(np.sum(np.bincount(inv, weights=e) ** 2)) / ss, 1.0)
+    month = 0.0
+    if noise.tau2 > 0 and s.months is not None:
+        months, counts = np.unique(s.months, return_counts=True)
+        month = _month_term(noise, months, counts / u.size) / independent
+    return cluster + month, month, independent
+
+
+def inflation(kpi: Kpi, a: Sample, b: Sample, noise: MonthNoise, exposures: tuple[dict[str, float], dict[str, float]]
+              ) -> tuple[Deff, float]:
+    """(deff per period, Satterthwaite df): the month part of the variance is estimated on ``noise.df`` df."""
+    fa, ma, va = period_inflation(kpi, a, noise, exposures[0])
+    fb, mb, vb = period_inflation(kpi, b, noise, exposures[1])
+    total, month = fa * va + fb * vb, ma * va + mb * vb
+    df = noise.df * (total / month) ** 2 if month > 0 else math.inf
+    return (fa, fb), df
+
+
+def month_exposures(span: Span) -> dict[str, float]:
+    """Months of exposure per local month inside ``span`` (fractional at its ends)."""
+    out: dict[str, float] = {}
+    start = span.start.replace(day=1)
+    while start < span.end:
+        nxt = add_months(start, 1)
+        out[f"{start:%Y-%m}"] = month_span(max(start, span.start), min(nxt, span.end))
+        start = nxt
+    return out
 
 
 # ---------------------------------------------------------------------------------------------
@@ -298,7 +487,7 @@ def monthly_kpis(feedback: pl.DataFrame, tickets: pl.DataFrame | None, params: K
     """KPI value, n and CI per local month, overall and per segment value.
 
     Intervals by family: NPS adjusted Wald (Rocks 2016); means t; proportions Wilson; rates exact Poisson
-    (per month); medians distribution-free; survival Kaplan–Meier median with open durations censored.
+    (per month of exposure: a month the data start or end inside counts in part); medians distribution-free; survival Kaplan–Meier median with open durations censored.
     Cells with n = 0 produce no row. Customer KPIs (churn, repeat) are defined over a window, not per month,
     and are absent.
     """
@@ -313,10 +502,12 @@ def monthly_kpis(feedback: pl.DataFrame, tickets: pl.DataFrame | None, params: K
             continue
         for period in table["period"].drop_nulls().unique().sort().to_list():
             month = table.filter(pl.col("period") == period)
+            start = date(int(period[:4]), int(period[5:7]), 1)
+            exposure = fr.clip(Span(start, add_months(start, 1))).months  # a month the data cut short counts in part
             for col, value in cells(month, segments):
                 cell = in_cell(month, col, value)
                 for kpi in group:
-                    s = sample(kpi, cell, params)
+                    s = sample(kpi, cell, params, exposure)
                     if s.n == 0:
                         continue
                     est, low, high = estimate(kpi, s, params.alpha)

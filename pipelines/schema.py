@@ -288,7 +288,7 @@ class KpisParams(StrictModel):
     rating: RatingParams | None = None  # None → rating_share does not apply
     activity_sources: list[Literal["survey", "tickets"]] = Field(default_factory=lambda: ["survey", "tickets"])
     its_min_periods: int = Field(4, ge=3)  # months needed on each side of the programme date for the ITS
-    its_hac_maxlags: int | None = Field(None, ge=0)  # None → Newey–West rule floor(4 (T/100)^(2/9))
+    its_harmonics: int = Field(2, ge=0, le=6)  # Fourier pairs of the month of year in the ITS (series ≥ 24 months); 0 off
     # Smallest change worth knowing about, in KPI units (points / pp); relative for ticket KPIs.
     meaningful_change: dict[str, float] = Field(default_factory=kpi_registry.default_meaningful_change)
     in_feedback: str = "data/clean/feedback.parquet"

@@ -1,13 +1,20 @@
 """Statistical primitives on plain arrays: NPS intervals, two-sample comparisons with effect sizes and minimum
 detectable effects, single-sample intervals, and Benjamini–Hochberg. Each delegates to statsmodels / scipy /
 lifelines where those provide the test. Knows nothing of KPIs or tables.
+
+Every comparison says the direction its own test found (``direction``: +1 when period b tends higher) and
+reports a difference that agrees with it (Mann–Whitney goes with the Hodges–Lehmann shift, not the median
+difference). ``mde_at(alpha)`` re-states the minimum detectable effect at another threshold (the BH threshold
+the decision uses). ``deff`` (variance inflation per period, ≥ 1) widens the NPS, mean, proportion and rate
+tests for dependence between observations (see ``pipelines.samples.inflation``): they are run on the Kish
+effective sample size n / deff, so each family keeps its own test and interval.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 
 import numpy as np
@@ -48,6 +55,22 @@ class Comparison:
     n_a: int
     n_b: int
     method: str
+    direction: int | None = None  # sign of the test's own statistic: +1 b tends higher, −1 lower, 0 none
+    # The MDE at another two-sided threshold (None: not testable); not a table column.
+    mde_at: Callable[[float], float | None] | None = field(default=None, compare=False, repr=False)
+
+
+P_FLOOR = float(np.finfo(float).tiny)  # p-values underflow to 0 far out in the tail: stored as this, never 0
+
+
+def p_value(p: float | None) -> float | None:
+    """A finite p-value, floored at ``P_FLOOR`` (an exact 0 is an underflow, not a certainty)."""
+    p = finite(p)
+    return None if p is None else max(p, P_FLOOR)
+
+
+def sign(x: float | None) -> int | None:
+    return None if x is None or not math.isfinite(x) else int(np.sign(x))
 
 
 def z_crit(alpha: float) -> float:
@@ -159,124 +182,200 @@ def _pooled_sd(a: np.ndarray, b: np.ndarray) -> float:
     return float(math.sqrt(ss / (a.size + b.size - 2)))
 
 
-def compare_nps(scores_a: np.ndarray, scores_b: np.ndarray, alpha: float = 0.05, power: float = 0.8) -> Comparison:
-    """Wald z-test and interval for NPS_b − NPS_a with the trinomial variance (Rocks 2016)."""
+def compare_nps(
+    scores_a: np.ndarray, scores_b: np.ndarray, alpha: float = 0.05, power: float = 0.8,
+    deff: tuple[float, float] = (1.0, 1.0),
+) -> Comparison:
+    """Wald z-test and interval for NPS_b − NPS_a with the trinomial variance (Rocks 2016), each period's
+    variance multiplied by its ``deff``. Two constant samples: p 1 when equal (MDE 0), the floor otherwise."""
     ca, cb = nps_counts(scores_a), nps_counts(scores_b)
     n_a, n_b = sum(ca), sum(cb)
     est_a, est_b = nps_value(ca), nps_value(cb)
     diff = est_b - est_a
-    se = 100.0 * math.sqrt(nps_variance(ca) + nps_variance(cb))
+    se = 100.0 * math.sqrt(deff[0] * nps_variance(ca) + deff[1] * nps_variance(cb))
     unit_a, unit_b = nps_unit_scores(np.asarray(scores_a)), nps_unit_scores(np.asarray(scores_b))
-    p_value = float(2 * stats.norm.sf(abs(diff) / se)) if se > 0 else None
+    if se > 0:
+        p = p_value(2 * stats.norm.sf(abs(diff) / se))
+    else:
+        p = 1.0 if diff == 0 else P_FLOOR
+
+    def mde_at(a: float) -> float:
+        # Normal-approximation MDE at the observed variances: no library covers the NPS.
+        return (z_crit(a) + float(stats.norm.ppf(power))) * se
+
     half = z_crit(alpha) * se
     return Comparison(
         est_a=est_a,
         est_b=est_b,
         diff=diff,
-        ci_low=diff - half if se > 0 else None,
-        ci_high=diff + half if se > 0 else None,
-        p_value=p_value,
+        ci_low=diff - half,
+        ci_high=diff + half,
+        p_value=p,
         effect_size=_cohen_d(unit_a, unit_b),
         effect_size_kind="cohen_d",
-        # Normal-approximation MDE at the observed variances: no library covers the NPS.
-        mde=(z_crit(alpha) + float(stats.norm.ppf(power))) * se if se > 0 else None,
+        mde=mde_at(alpha),
         n_a=n_a,
         n_b=n_b,
         method="wald_trinomial",
+        direction=sign(diff),
+        mde_at=mde_at,
     )
 
 
-def compare_means(a: np.ndarray, b: np.ndarray, alpha: float = 0.05, power: float = 0.8) -> Comparison:
-    """Welch t-test and interval for mean_b − mean_a; effect Cohen's d; MDE from the t-test power."""
+def compare_means(
+    a: np.ndarray, b: np.ndarray, alpha: float = 0.05, power: float = 0.8, deff: tuple[float, float] = (1.0, 1.0)
+) -> Comparison:
+    """Welch t-test and interval for mean_b − mean_a; effect Cohen's d; MDE from the same Welch SE and df.
+
+    ``deff`` enters as frequency weights 1/deff (the effective sample size). Two constant samples: p 1 when
+    equal (MDE 0), the floor otherwise; a single value per period cannot be tested.
+    """
     a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
-    cm = CompareMeans(DescrStatsW(b), DescrStatsW(a))
+    da = DescrStatsW(a, weights=np.full(a.size, 1.0 / deff[0]))
+    db = DescrStatsW(b, weights=np.full(b.size, 1.0 / deff[1]))
+    diff = float(b.mean() - a.mean())
     pooled = _pooled_sd(a, b)
-    testable = pooled > 0 and a.size > 1 and b.size > 1
-    if testable:
-        _, p_value, _ = cm.ttest_ind(usevar="unequal")
-        ci_low, ci_high = cm.tconfint_diff(alpha=alpha, usevar="unequal")
-        d_mde = _mde_standardised("t", int(a.size), int(b.size), alpha, power)
+    ci_low = ci_high = p = mde_at = None
+    if a.size > 1 and b.size > 1 and da.sum_weights > 1 and db.sum_weights > 1:
+        if pooled > 0:
+            cm = CompareMeans(db, da)
+            _, p, df = cm.ttest_ind(usevar="unequal")
+            ci_low, ci_high = cm.tconfint_diff(alpha=alpha, usevar="unequal")
+            se = float(cm.std_meandiff_separatevar)
+
+            def mde_at(x: float, se: float = se, df: float = float(df)) -> float:
+                return (float(stats.t.ppf(1 - x / 2, df)) + float(stats.t.ppf(power, df))) * se
+        else:  # both constant: no noise, the difference is exact
+            p, ci_low, ci_high = (1.0 if diff == 0 else P_FLOOR), diff, diff
+
+            def mde_at(x: float) -> float:
+                return 0.0
     return Comparison(
         est_a=float(a.mean()),
         est_b=float(b.mean()),
-        diff=float(b.mean() - a.mean()),
-        ci_low=finite(ci_low) if testable else None,
-        ci_high=finite(ci_high) if testable else None,
-        p_value=finite(p_value) if testable else None,
+        diff=diff,
+        ci_low=finite(ci_low),
+        ci_high=finite(ci_high),
+        p_value=p_value(p),
         effect_size=_cohen_d(a, b),
         effect_size_kind="cohen_d",
-        mde=float(d_mde) * pooled if testable else None,
+        mde=mde_at(alpha) if mde_at else None,
         n_a=int(a.size),
         n_b=int(b.size),
         method="welch_t",
+        direction=sign(diff),
+        mde_at=mde_at,
     )
 
 
 def compare_proportions(
-    k_a: int, n_a: int, k_b: int, n_b: int, alpha: float = 0.05, power: float = 0.8
+    k_a: float, n_a: float, k_b: float, n_b: float, alpha: float = 0.05, power: float = 0.8,
+    deff: tuple[float, float] = (1.0, 1.0),
 ) -> Comparison:
-    """Score test and Newcombe hybrid-score interval for p_b − p_a, all in percentage points."""
+    """Score test and Newcombe hybrid-score interval for p_b − p_a, all in percentage points.
+
+    The interval exists whenever both periods have units (0/10 vs 0/20 too); the test needs a unit on
+    each side of the boundary. ``deff`` divides each period's k and n (effective sample size).
+    """
     p_a, p_b = k_a / n_a, k_b / n_b
+    ea, eb = (k_a / deff[0], n_a / deff[0]), (k_b / deff[1], n_b / deff[1])
+    low, high = confint_proportions_2indep(eb[0], eb[1], ea[0], ea[1], method="newcomb", compare="diff", alpha=alpha)
     # The score test is undefined when both samples sit on the same boundary (all 0 or all 1).
     testable = 0 < k_a + k_b < n_a + n_b
-    p_value = ci_low = ci_high = mde = None
+    p = mde_at = None
     if testable:
-        p_value = finite(test_proportions_2indep(k_b, n_b, k_a, n_a, method="score", compare="diff").pvalue)
-        low, high = confint_proportions_2indep(k_b, n_b, k_a, n_a, method="newcomb", compare="diff", alpha=alpha)
-        ci_low, ci_high = 100.0 * float(low), 100.0 * float(high)
-        h = _mde_standardised("normal", n_a, n_b, alpha, power)
-        # Cohen's h back to a difference of proportions, on the side of 0.5 (the larger one).
-        phi = math.asin(math.sqrt(p_a))
-        target = math.sin(min(phi + h / 2, math.pi / 2)) ** 2 if p_a <= 0.5 else math.sin(max(phi - h / 2, 0.0)) ** 2
-        mde = 100.0 * abs(target - p_a)
+        p = test_proportions_2indep(eb[0], eb[1], ea[0], ea[1], method="score", compare="diff").pvalue
+
+        def mde_at(x: float) -> float:
+            h = _mde_standardised("normal", ea[1], eb[1], x, power)
+            # Cohen's h back to a difference of proportions, on the side of 0.5 (the larger one).
+            phi = math.asin(math.sqrt(p_a))
+            target = math.sin(min(phi + h / 2, math.pi / 2)) ** 2 if p_a <= 0.5 else math.sin(max(phi - h / 2, 0.0)) ** 2
+            return 100.0 * abs(target - p_a)
     return Comparison(
         est_a=100.0 * p_a,
         est_b=100.0 * p_b,
         diff=100.0 * (p_b - p_a),
-        ci_low=ci_low,
-        ci_high=ci_high,
-        p_value=p_value,
+        ci_low=finite(100.0 * float(low)),
+        ci_high=finite(100.0 * float(high)),
+        p_value=p_value(p),
         effect_size=float(proportion_effectsize(p_b, p_a)),
         effect_size_kind="cohen_h",
-        mde=mde,
-        n_a=n_a,
-        n_b=n_b,
+        mde=mde_at(alpha) if mde_at else None,
+        n_a=int(round(n_a)),
+        n_b=int(round(n_b)),
         method="score_test+newcombe",
+        direction=sign(p_b - p_a),
+        mde_at=mde_at,
     )
+
+
+def _pairwise_order_stat(a_sorted: np.ndarray, b: np.ndarray, k: int) -> float:
+    """The k-th smallest (1-based) of the n_a·n_b differences b_j − a_i, without forming them all."""
+    lo, hi = float(b.min() - a_sorted[-1]), float(b.max() - a_sorted[0])
+
+    def count_le(x: float) -> int:  # pairs with b_j − a_i ≤ x  ⇔  a_i ≥ b_j − x
+        return int(np.sum(a_sorted.size - np.searchsorted(a_sorted, b - x, side="left")))
+
+    for _ in range(200):  # bisection on the value; stops at float resolution
+        mid = (lo + hi) / 2
+        if mid in (lo, hi):
+            break
+        lo, hi = (lo, mid) if count_le(mid) >= k else (mid, hi)
+    # Snap to the largest actual difference ≤ hi (the bisection stops within float resolution of it).
+    i = np.searchsorted(a_sorted, b - hi, side="left")
+    ok = i < a_sorted.size
+    return float(np.max(b[ok] - a_sorted[i[ok]]))
+
+
+def hodges_lehmann(a: np.ndarray, b: np.ndarray, alpha: float = 0.05) -> tuple[float, float, float]:
+    """Hodges–Lehmann shift b − a (median of pairwise differences) with the Moses interval that inverts the
+    Mann–Whitney test (normal approximation for the critical rank)."""
+    a_sorted, b = np.sort(np.asarray(a, dtype=float)), np.asarray(b, dtype=float)
+    nm = a_sorted.size * b.size
+    mid = (nm + 1) / 2
+    hl = (_pairwise_order_stat(a_sorted, b, math.floor(mid)) + _pairwise_order_stat(a_sorted, b, math.ceil(mid))) / 2
+    k = int(math.floor(nm / 2 - z_crit(alpha) * math.sqrt(nm * (a_sorted.size + b.size + 1) / 12)))
+    if k < 1:
+        return hl, float(b.min() - a_sorted[-1]), float(b.max() - a_sorted[0])
+    return hl, _pairwise_order_stat(a_sorted, b, k), _pairwise_order_stat(a_sorted, b, nm - k + 1)
 
 
 def compare_medians(
     a: np.ndarray, b: np.ndarray, alpha: float = 0.05, power: float = 0.8, seed: int = 0
 ) -> Comparison:
-    """Mann–Whitney U test; medians as estimates; bootstrap interval for median_b − median_a.
+    """Mann–Whitney U test; medians as the period estimates; the difference is the Hodges–Lehmann shift.
 
-    Effect size is the rank-biserial correlation (positive: b tends to be larger). The MDE
-    is (z_{1−α/2} + z_power) × bootstrap SE of the median difference.
+    The shift (median of all b − a differences) is the estimate that belongs to the Mann–Whitney test, so
+    its sign follows the test: the difference of medians can point the other way (a slower tail with a
+    faster median). Interval: Moses (inverting the test). Effect size: rank-biserial correlation (positive: b
+    tends to be larger). MDE: (z_{1−α/2} + z_power) × the interval's implied SE. ``seed`` is unused (kept for
+    callers).
     """
     a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
-    u_b, p_value = stats.mannwhitneyu(b, a, alternative="two-sided")
-    boot = stats.bootstrap(
-        (b, a),
-        lambda x, y, axis: np.median(x, axis=axis) - np.median(y, axis=axis),
-        n_resamples=999,
-        confidence_level=1 - alpha,
-        method="percentile",
-        rng=np.random.default_rng(seed),
-    )
-    se = float(boot.standard_error)
+    u_b, p = stats.mannwhitneyu(b, a, alternative="two-sided")
+    rank_biserial = 2.0 * float(u_b) / (a.size * b.size) - 1.0
+    hl, low, high = hodges_lehmann(a, b, alpha)
+    se = (high - low) / (2 * z_crit(alpha))
+
+    def mde_at(x: float) -> float:
+        return (z_crit(x) + float(stats.norm.ppf(power))) * se
+
     return Comparison(
         est_a=float(np.median(a)),
         est_b=float(np.median(b)),
-        diff=float(np.median(b) - np.median(a)),
-        ci_low=finite(boot.confidence_interval.low),
-        ci_high=finite(boot.confidence_interval.high),
-        p_value=finite(p_value),
-        effect_size=2.0 * float(u_b) / (a.size * b.size) - 1.0,
+        diff=float(hl),
+        ci_low=finite(low),
+        ci_high=finite(high),
+        p_value=p_value(p),
+        effect_size=rank_biserial,
         effect_size_kind="rank_biserial",
-        mde=(z_crit(alpha) + float(stats.norm.ppf(power))) * se,
+        mde=mde_at(alpha),
         n_a=int(a.size),
         n_b=int(b.size),
         method="mann_whitney",
+        direction=sign(rank_biserial),
+        mde_at=mde_at,
     )
 
 
@@ -290,6 +389,27 @@ def km_median(durations: np.ndarray, observed: np.ndarray, alpha: float = 0.05) 
     return finite(kmf.median_survival_time_), finite(ci.iloc[0, 0]), finite(ci.iloc[0, 1])
 
 
+def logrank_direction(durations_a: np.ndarray, observed_a: np.ndarray, durations_b: np.ndarray,
+                      observed_b: np.ndarray) -> int:
+    """Direction of the log-rank statistic on the duration scale: +1 when period b's durations run longer.
+
+    Period b has fewer events than expected under a common hazard (O_b < E_b) exactly when its durations
+    tend to be longer; the sign of O_b − E_b is the sign of the log-rank score (and of the Cox coefficient).
+    """
+    t = np.concatenate([durations_a, durations_b]).astype(float)
+    d = np.concatenate([observed_a, observed_b]).astype(bool)
+    in_b = np.concatenate([np.zeros(len(durations_a), bool), np.ones(len(durations_b), bool)])
+    times = np.unique(t[d])
+    order = np.sort(t)
+    order_b = np.sort(t[in_b])
+    at_risk = t.size - np.searchsorted(order, times, side="left")
+    at_risk_b = order_b.size - np.searchsorted(order_b, times, side="left")
+    deaths = np.bincount(np.searchsorted(times, t[d]), minlength=times.size)
+    expected_b = float(np.sum(deaths * at_risk_b / at_risk))
+    observed_events_b = float(np.sum(d & in_b))
+    return -int(np.sign(observed_events_b - expected_b))
+
+
 def compare_survival(
     durations_a: np.ndarray,
     observed_a: np.ndarray,
@@ -301,23 +421,25 @@ def compare_survival(
     """Log-rank test (lifelines) with censoring; KM medians as the estimates.
 
     No interval is given for the median difference (no library provides one for censored
-    data). The MDE uses Schoenfeld's events formula, log HR = (z_{1−α/2} + z_power) /
-    sqrt(D·c(1−c)), turned into hours as a reduction of the period-a median.
+    data); the difference is None where a KM median is not reached (most still open). The test's
+    own direction is in ``direction``. The MDE uses Schoenfeld's events formula, log HR =
+    (z_{1−α/2} + z_power) / sqrt(D·c(1−c)), turned into hours as a reduction of the period-a median.
     """
     med_a = km_median(durations_a, observed_a, alpha)[0]
     med_b = km_median(durations_b, observed_b, alpha)[0]
     events = int(np.sum(observed_a) + np.sum(observed_b))
     n_a, n_b = len(durations_a), len(durations_b)
-    p_value = mde = None
-    if events > 0:
+    p = mde_at = direction = None
+    if events > 0 and n_a and n_b:
         from lifelines.statistics import logrank_test
 
-        p_value = finite(
-            logrank_test(durations_a, durations_b, event_observed_A=observed_a, event_observed_B=observed_b).p_value
-        )
+        p = logrank_test(durations_a, durations_b, event_observed_A=observed_a, event_observed_B=observed_b).p_value
+        direction = logrank_direction(durations_a, observed_a, durations_b, observed_b)
         share = n_a / (n_a + n_b)
-        log_hr = (z_crit(alpha) + float(stats.norm.ppf(power))) / math.sqrt(events * share * (1 - share))
-        mde = med_a * (1 - math.exp(-log_hr)) if med_a is not None else None
+
+        def mde_at(x: float) -> float | None:
+            log_hr = (z_crit(x) + float(stats.norm.ppf(power))) / math.sqrt(events * share * (1 - share))
+            return med_a * (1 - math.exp(-log_hr)) if med_a is not None else None
     both = med_a is not None and med_b is not None
     return Comparison(
         est_a=med_a,
@@ -325,42 +447,50 @@ def compare_survival(
         diff=med_b - med_a if both else None,
         ci_low=None,
         ci_high=None,
-        p_value=p_value,
+        p_value=p_value(p),
         effect_size=med_b / med_a if both and med_a > 0 else None,
         effect_size_kind="median_ratio",
-        mde=mde,
+        mde=mde_at(alpha) if mde_at else None,
         n_a=n_a,
         n_b=n_b,
         method="logrank",
+        direction=direction,
+        mde_at=mde_at,
     )
 
 
 def compare_rates(
-    count_a: int, exposure_a: float, count_b: int, exposure_b: float, alpha: float = 0.05, power: float = 0.8
+    count_a: float, exposure_a: float, count_b: float, exposure_b: float, alpha: float = 0.05, power: float = 0.8,
+    deff: tuple[float, float] = (1.0, 1.0),
 ) -> Comparison:
-    """Poisson score test and interval for rate_b − rate_a (events per unit exposure)."""
+    """Poisson score test and interval for rate_b − rate_a (events per unit exposure).
+
+    ``deff`` (over-dispersion per period, ≥ 1) divides count and exposure: the rate stays, its variance grows.
+    """
     rate_a, rate_b = count_a / exposure_a, count_b / exposure_b
-    p_value = ci_low = ci_high = mde = None
+    ea, eb = (count_a / deff[0], exposure_a / deff[0]), (count_b / deff[1], exposure_b / deff[1])
+    p = ci_low = ci_high = mde_at = None
     if count_a + count_b > 0:
-        p_value = finite(
-            test_poisson_2indep(count_b, exposure_b, count_a, exposure_a, compare="diff", method="score").pvalue
-        )
-        low, high = confint_poisson_2indep(count_b, exposure_b, count_a, exposure_a, compare="diff", method="score", alpha=alpha)
-        ci_low, ci_high = finite(low), finite(high)
-        mde = _poisson_mde(rate_a, exposure_a, exposure_b, alpha, power) if rate_a > 0 else None
+        p = test_poisson_2indep(eb[0], eb[1], ea[0], ea[1], compare="diff", method="score").pvalue
+        ci_low, ci_high = confint_poisson_2indep(eb[0], eb[1], ea[0], ea[1], compare="diff", method="score", alpha=alpha)
+        if rate_a > 0:
+            def mde_at(x: float) -> float:
+                return _poisson_mde(rate_a, ea[1], eb[1], x, power)
     return Comparison(
         est_a=rate_a,
         est_b=rate_b,
         diff=rate_b - rate_a,
-        ci_low=ci_low,
-        ci_high=ci_high,
-        p_value=p_value,
+        ci_low=finite(ci_low),
+        ci_high=finite(ci_high),
+        p_value=p_value(p),
         effect_size=rate_b / rate_a if rate_a > 0 else None,
         effect_size_kind="rate_ratio",
-        mde=mde,
-        n_a=count_a,
-        n_b=count_b,
+        mde=mde_at(alpha) if mde_at else None,
+        n_a=int(round(count_a)),
+        n_b=int(round(count_b)),
         method="poisson_score",
+        direction=sign(rate_b - rate_a),
+        mde_at=mde_at,
     )
 
 
@@ -377,6 +507,26 @@ def _poisson_mde(rate_a: float, exposure_a: float, exposure_b: float, alpha: flo
     while shortfall(upper) < 0:  # power rises with delta, so widen until the root is bracketed
         upper *= 2
     return float(optimize.brentq(shortfall, 1e-9 * rate_a, upper, xtol=1e-9 * rate_a))
+
+
+def with_t_reference(res: Comparison, df: float, alpha: float = 0.05, power: float = 0.8) -> Comparison:
+    """The comparison's z statistic read against t with ``df`` degrees of freedom (Satterthwaite's, when part of
+    the variance is estimated from few months): p, interval half-widths and MDE widened to match."""
+    if not math.isfinite(df) or res.p_value is None:
+        return res
+    z = float(stats.norm.isf(res.p_value / 2))
+    ratio = float(stats.t.ppf(1 - alpha / 2, df)) / z_crit(alpha)
+    low = res.diff - (res.diff - res.ci_low) * ratio if res.ci_low is not None and res.diff is not None else res.ci_low
+    high = res.diff + (res.ci_high - res.diff) * ratio if res.ci_high is not None and res.diff is not None else res.ci_high
+    inner = res.mde_at
+
+    def mde_at(x: float) -> float | None:
+        m = inner(x) if inner else None
+        scale = (float(stats.t.ppf(1 - x / 2, df)) + float(stats.t.ppf(power, df))) / (z_crit(x) + float(stats.norm.ppf(power)))
+        return None if m is None else m * scale
+
+    return replace(res, p_value=p_value(2 * stats.t.sf(z, df)), ci_low=low, ci_high=high,
+                   mde=mde_at(alpha) if inner else None, mde_at=mde_at if inner else None)
 
 
 def bh_adjust(p_values: Sequence[float | None], q: float = 0.05) -> tuple[list[float | None], list[bool]]:

@@ -47,13 +47,13 @@ UNIT_VALUES: dict[str, list] = {
 def test_every_record_has_a_sample_path(kpi: Kpi):
     assert kpi.family in samples.ESTIMATORS and kpi.family in samples.COMPARERS
     assert (kpi.indicator is not None) == (kpi.family == "proportion")
-    assert (kpi.censored_by is not None) == (kpi.family == "survival")
+    assert (kpi.censored_by is not None or kpi.censored_at is not None) == (kpi.family == "survival")
     assert kpi.name("ja") and kpi.name("en") and kpi.key in KpisParams().meaningful_change
     if kpi.scale:
         assert kpi.scale in KpisParams.model_fields
     params = PARAMS.model_copy(update={"min_n": 1})
     col = params.column(kpi.key)
-    table = pl.DataFrame({c: UNIT_VALUES[c] for c in {col, kpi.censored_by} - {None}})
+    table = pl.DataFrame({c: UNIT_VALUES[c] for c in {col, kpi.censored_by, kpi.censored_at} - {None}})
     s = samples.sample(kpi, table, params, exposure=2.0)
     expected_n = 8 if kpi.family == "rate" else sum(v is not None for v in UNIT_VALUES[col])
     assert s.n == expected_n
