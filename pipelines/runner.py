@@ -55,7 +55,7 @@ def clear_litter(stage: str, params, root: Path, out_dir: str = stages.EXECUTED_
 
     s = stages.get(stage)
     found = [root / out_dir / f".{Path(s.notebook).stem}.running.ipynb"]
-    for rel in s.paths(getattr(params, stage), s.outputs).values():
+    for rel in s.paths(params, s.outputs).values():
         out = root / rel
         if out.parent.is_dir():
             found += [p for p in out.parent.glob(f".{out.name}.*")]

@@ -380,8 +380,7 @@ def run(root: Path, as_of: date, wait_s: float = 0.0) -> RunResult:
         ws = prepare_workspace(root, params, as_of)
         ws_params = load(ws / "params.yaml")
         (root / "reports").mkdir(parents=True, exist_ok=True)
-        stage_dir = Path(tempfile.mkdtemp(prefix=f".staging-{as_of_s}-", dir=root / "reports"))
-        os.chmod(stage_dir, 0o777 & ~_umask())  # mkdtemp makes 0700; published runs are as readable as reports/
+        stage_dir = staging_dir(root, as_of_s)
         try:
             log_path = stage_dir / "run.log"
             t0 = time.time()
@@ -420,6 +419,14 @@ def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+def staging_dir(root: Path, as_of: str) -> Path:
+    """The hidden folder a run is assembled in, renamed into reports/runs/ on success."""
+    (root / "reports").mkdir(parents=True, exist_ok=True)
+    path = Path(tempfile.mkdtemp(prefix=f".staging-{as_of}-", dir=root / "reports"))
+    os.chmod(path, 0o777 & ~_umask())  # mkdtemp makes 0700; published runs are as readable as the rest of reports/
+    return path
 
 
 def clear_staging(root: Path) -> list[Path]:
