@@ -102,7 +102,7 @@ def run_lock(root: Path, as_of: str, wait_s: float = 0.0) -> Iterator[Path]:
                 time.sleep(1.0)
         os.ftruncate(fd, 0)
         started = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-        os.write(fd, f"pid {os.getpid()} (process group {os.getpgrp()}), as-of {as_of}, started {started}\n".encode())
+        os.write(fd, f"pid {os.getpid()}, as-of {as_of}, started {started}, process group {os.getpgrp()}\n".encode())
         _HELD_FDS.append(fd)
         yield path
     finally:

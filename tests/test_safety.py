@@ -302,7 +302,7 @@ def test_the_run_lock_outlives_a_killed_koe_run_while_its_child_runs(tmp_path):
     try:
         os.kill(proc.pid, signal.SIGKILL)  # `koe run` dies; its `dvc repro` child runs on
         proc.wait()
-        with pytest.raises(schedule.RunLocked, match=r"another run is in progress \(pid \d+ \(process group"):
+        with pytest.raises(schedule.RunLocked, match=r"another run is in progress \(pid \d+, as-of 2026-01-01, started .*, process group \d+\)"):
             with schedule.run_lock(tmp_path, "2026-02-01"):
                 pass
     finally:
