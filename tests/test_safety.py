@@ -437,7 +437,7 @@ def test_no_planted_personal_data_in_any_file_under_data_or_reports(corpus_ws):
     m = json.loads((corpus_ws / "reports/metrics/clean.json").read_text(encoding="ascii"))
     corpus = next(f for f in m["files"] if f["file"] == CORPUS_SURVEY)
     assert corpus["rows_in"] == 16 and corpus["quarantined_by_reason"] == {
-        "implausible_timestamp:回答日時": 2, "nps_out_of_range:推奨度": 1, "ragged_row:13_fields_expected_10": 1}
+        "implausible_timestamp:回答日時": 2, "nps_out_of_range:推奨度": 1, "ragged_row:12_fields_expected_10": 1}
     assert m["redacted_fields"]["feedback.customer_id"] >= 1 and m["redacted_fields"]["feedback.persona"] >= 1
 
 
