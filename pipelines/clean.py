@@ -28,7 +28,6 @@ from datetime import datetime
 from pathlib import Path
 from collections.abc import Iterator
 
-import charset_normalizer
 import polars as pl
 
 from pipelines.schema import NON_ANSWERS_DEFAULT, PRESETS, FORMATS, CleanParams, SurveyColumns, SurveySource, TicketSource, _SM_PLAIN  # noqa: F401  (re-exported)
@@ -40,49 +39,111 @@ class InputError(ValueError):
 
 # ---------------------------------------------------------------- decoding
 
+# Encodings a user can name, tried in this order when the source says ``encoding: auto``; a BOM decides first.
+AUTO_ENCODINGS = ("utf-8", "cp932", "euc-jp")
+_BOMS = ((b"\xef\xbb\xbf", "utf-8-sig"), (b"\xff\xfe", "utf-16"), (b"\xfe\xff", "utf-16"))
+# Bytes CP932 decodes although Shift_JIS never writes them (0x80, 0xA0, 0xFD–0xFF): a sign of the wrong encoding.
+_CP932_UNDEFINED = re.compile("[\x80\uf8f0-\uf8f3]")
+_UTF8_SEQ = re.compile(rb"[\xc2-\xdf][\x80-\xbf]|[\xe0-\xef][\x80-\xbf]{2}|[\xf0-\xf4][\x80-\xbf]{3}")
+
+
+def _bad_bytes(data: bytes, path: str, enc: str, start: int, end: int, tried: str = "") -> InputError:
+    line = data.count(b"\n", 0, start) + 1
+    shown = data[start:max(end, start + 1)][:8].hex(" ")
+    also = f" (also tried {tried})" if tried else ""
+    return InputError(
+        f"{path}: not valid {enc}{also}: bytes {shown} at byte offset {start}, line {line}; "
+        f"re-save the file as UTF-8 or set the source's encoding: to the one it was saved in"
+    )
+
+
+def _strict(data: bytes, path: str, enc: str, tried: str = "") -> str:
+    try:
+        text = data.decode(enc)
+    except UnicodeDecodeError as e:
+        raise _bad_bytes(data, path, enc, e.start, e.end, tried) from None
+    except LookupError:
+        raise InputError(f"{path}: unknown encoding {enc!r}; use a Python codec name such as utf-8, cp932, euc-jp, utf-16") from None
+    if enc.replace("_", "").lower() in ("cp932", "ms932", "windows31j") and (m := _CP932_UNDEFINED.search(text)):
+        start = len(text[:m.start()].encode(enc))
+        raise _bad_bytes(data, path, enc, start, start + 1, tried)
+    return text
+
+
 def decode(data: bytes, path: str, encoding: str = "auto") -> tuple[str, str]:
-    """Decode a file's bytes; returns (text, encoding used). Detection is verified by a strict decode."""
+    """Decode a file's bytes strictly; returns (text, encoding used). Never guesses beyond the encodings a
+    user can name: the source's ``encoding``, else a BOM (UTF-8, UTF-16), else UTF-8, CP932 or EUC-JP, each
+    verified over the whole file. An error names the file, the byte offset, the line and the bytes."""
     if encoding != "auto":
+        return _strict(data, path, encoding), encoding
+    for bom, enc in _BOMS:
+        if data.startswith(bom):
+            return _strict(data, path, enc), enc
+    try:
+        return data.decode("utf-8"), "utf-8"
+    except UnicodeDecodeError as e:
+        utf8_error = e
+    # Mostly valid UTF-8 with a few bad bytes is a damaged UTF-8 file, not a legacy one read by luck.
+    bad = data.decode("utf-8", errors="replace").count("\ufffd")
+    if len(_UTF8_SEQ.findall(data, 0, 1_000_000)) >= 4 * bad:
+        raise _bad_bytes(data, path, "utf-8", utf8_error.start, utf8_error.end)
+    decoded: dict[str, str] = {}
+    errors: list[InputError] = []
+    furthest: dict[str, int] = {"utf-8": utf8_error.start}
+    for enc in AUTO_ENCODINGS[1:]:
         try:
-            return data.decode(encoding), encoding
-        except UnicodeDecodeError as e:
-            raise InputError(f"{path}: not valid {encoding} at byte offset {e.start}") from e
-    if data.startswith(b"\xef\xbb\xbf"):
-        candidates = ["utf-8-sig"]
-    else:
-        best = charset_normalizer.from_bytes(data[:200_000]).best()
-        # UTF-8 first: charset detection on short Japanese samples can prefer a legacy code page.
-        candidates = ["utf-8", "cp932"] + ([best.encoding] if best is not None else [])
-    first_error: UnicodeDecodeError | None = None
-    for enc in dict.fromkeys(candidates):
-        try:
-            return data.decode(enc), enc
-        except UnicodeDecodeError as e:
-            first_error = first_error or e
-    offset = first_error.start if first_error else 0
-    raise InputError(f"{path}: cannot decode (tried {', '.join(dict.fromkeys(candidates))}); first bad byte at offset {offset}")
+            decoded[enc] = _strict(data, path, enc)
+        except InputError as e:
+            errors.append(e)
+            furthest[enc] = int(re.search(r"byte offset (\d+)", str(e)).group(1))
+    if not decoded:
+        best = max(furthest, key=furthest.get)
+        others = ", ".join(e for e in AUTO_ENCODINGS if e != best)
+        start = furthest[best]
+        raise _bad_bytes(data, path, best, start, start + (2 if best != "utf-8" else 1), others)
+    # CP932 and EUC-JP both decoding: EUC-JP read as CP932 is all half-width katakana, and the reverse fails on
+    # most bytes, so the one with fewer half-width katakana and private-use characters is the file's.
+    odd = re.compile("[\uff61-\uff9f\ue000-\uf8ff]")
+    enc = min(decoded, key=lambda k: (len(odd.findall(decoded[k])), AUTO_ENCODINGS.index(k)))
+    return decoded[enc], enc
 
 
 # ---------------------------------------------------------------- text rules
 
 _TAG = r"<[^>\n]{0,2000}>"
-_INVISIBLE = r"[\u200b-\u200f\u202a-\u202e\u2060-\u2064\ufeff\x00-\x08\x0b-\x1f\x7f]"
+# Zero-width and bidi marks, the BOM, and every C0/C1 control except tab and line feed (whitespace rules handle those).
+_INVISIBLE = r"[\u200b-\u200f\u202a-\u202e\u2060-\u2064\ufeff\x00-\x08\x0b-\x1f\x7f-\x9f]"
 
 
 def _unescape(text: str) -> str:
     """Every HTML entity, named or numeric (&rsquo; &#039; &#x2019;), twice for double encoding (&amp;lt;)."""
     return html.unescape(html.unescape(text)) if "&" in text else text
 
-# Order matters: e-mail before phone (digits inside addresses), cards before phones (long digit runs).
-# polars' regex engine has no look-around, so patterns anchor on structure, not on word boundaries
-# (Japanese text puts digits right next to kana); over-redacting a digit run is the safe failure.
+# Order matters: e-mail before phone (digits inside addresses), IP addresses before phones (dotted digits),
+# cards before phones (long digit runs). polars' regex engine has no look-around, so patterns anchor on
+# structure, not on word boundaries (Japanese text puts digits right next to kana); over-redacting a digit run
+# is the safe failure. Patterns see text after ``_REDACT_VIEW``: NFKC (full-width digits and ＠ → ASCII) and
+# every dash between digits as "-".
 REDACTIONS: list[tuple[str, str]] = [
     ("EMAIL", r"[A-Za-z0-9._%+\-]+@[A-Za-z0-9\-]+(?:\.[A-Za-z0-9\-]+)*\.[A-Za-z]{2,}"),
+    ("IP", r"[0-9]{1,3}(?:\.[0-9]{1,3}){3}|[0-9A-Fa-f]{1,4}(?::[0-9A-Fa-f]{0,4}){4,7}"),
     ("CARD", r"[0-9](?:[ \-]?[0-9]){12,18}"),
-    ("PHONE", r"\+[0-9]{1,3}[ \-]?(?:\(0\))?\(?[0-9]{1,4}\)?[ \-]?[0-9]{1,4}[ \-]?[0-9]{3,4}"
-              r"|\(?0[0-9]{1,4}\)?[ \-]?[0-9]{1,4}[ \-][0-9]{3,4}|0[5-9]0[0-9]{8}|0[0-9]{9}"),
+    # international (+33 1 23 45 67 89, +44 (0)20 7946 0958, +1 (415) 555-0123), then Japanese domestic forms
+    ("PHONE", r"\+[0-9]{1,3}(?:[ .\-]?\(?[0-9]{1,5}\)?){2,6}"
+              r"|\(?0[0-9]{1,4}\)?[ .\-]?[0-9]{1,4}[ .\-][0-9]{3,4}|0[5-9]0[0-9]{8}|0[0-9]{9}"),
     ("POSTCODE", r"〒 ?[0-9]{3}-?[0-9]{4}|[0-9]{3}-[0-9]{4}"),
 ]
+# Every dash and hyphen a phone, card or postcode may be written with (NFKC keeps these as they are).
+DASHES = "\u002d\u2010\u2011\u2012\u2013\u2014\u2015\u2043\u2212\u02d7\u2e3a\u2e3b\u30fc\uff0d\uff70\ufe58\ufe63\u30a0"
+_DIGIT_DASH = f"([0-9]) ?[{DASHES}] ?([0-9])"
+# Texts that may hold personal data: a digit (ASCII or full-width), an at sign (ASCII or full-width), a colon (IPv6).
+_MAY_HOLD_PII = "[0-9０-９@＠:]"
+
+
+def _redact_view(text: pl.Expr) -> pl.Expr:
+    """What the patterns match against: NFKC, then any dash between digits as "-" (twice: runs overlap)."""
+    out = text.str.normalize("NFKC")
+    return out.str.replace_all(_DIGIT_DASH, "${1}-${2}").str.replace_all(_DIGIT_DASH, "${1}-${2}")
 
 
 def _luhn_ok(number: str) -> bool:
@@ -113,11 +174,12 @@ def normalise_text(text: pl.Expr) -> pl.Expr:
 def redact(frame: pl.DataFrame, column: str, extra: dict[str, str] | None = None) -> pl.DataFrame:
     """Replace personal data in ``column`` with typed placeholders; adds a ``redactions`` column.
 
-    Every built-in kind needs a digit or an "@", so only those texts are searched (all texts when the
-    user adds patterns of their own).
+    Every built-in kind needs a digit, an "@" or a colon (full-width too), so only those texts are searched
+    (all texts when the user adds patterns of their own). Those texts are matched after NFKC and with every
+    dash between digits as "-", so 〒１５０ー０００１ and 090−1234−5678 are found.
     """
     if not extra and len(frame) > 0:
-        mask = frame[column].str.contains("[0-9@]").fill_null(False)
+        mask = frame[column].str.contains(_MAY_HOLD_PII).fill_null(False)
         idx = mask.arg_true()
         done = _redact_all(frame.select(column).gather(idx), column, None)
         return frame.with_columns(
@@ -130,7 +192,7 @@ def redact(frame: pl.DataFrame, column: str, extra: dict[str, str] | None = None
 def _redact_all(frame: pl.DataFrame, column: str, extra: dict[str, str] | None = None) -> pl.DataFrame:
     kinds = list(REDACTIONS) + list((extra or {}).items())
     found: list[pl.Expr] = []
-    out = frame
+    out = frame.with_columns(_redact_view(pl.col(column)).alias(column))
     for kind, pattern in kinds:
         col = pl.col(column)
         if kind == "CARD":
@@ -309,7 +371,9 @@ class RawTable:
 
     headers: list[list[str]]  # the header rows, as read
     frame: pl.DataFrame  # "row" (1-based data row, headers and blank lines not counted) + c0…c{width-1}
-    ragged: pl.DataFrame  # row, n_fields, content: rows with more or fewer fields than the header
+    # row, n_fields, content: rows with more or fewer fields than the header; content is the row's fields as a
+    # JSON list (empty for a line that is not a JSON object), so only mapped positions reach the quarantine
+    ragged: pl.DataFrame
     blank_lines: int
     parser: str  # which reader produced it (metrics)
 
@@ -353,7 +417,7 @@ def records_table(records: list[list[str]], headers: list[list[str]], parser: st
         else:
             rag_rows.append(row)
             rag_n.append(len(fields))
-            rag_content.append(" | ".join(fields))
+            rag_content.append(json.dumps(fields, ensure_ascii=False))
     frame = pl.DataFrame(
         {"row": good_rows, **{c: [f[i] for f in good] for i, c in enumerate(_cols(width))}},
         schema={"row": pl.Int64, **{c: pl.String for c in _cols(width)}},
@@ -483,7 +547,11 @@ def read_delimited(text: str, path: str, delimiter: str, header_rows: int = 1, d
         frame.filter(pl.col("rec").is_in(bad["rec"].implode())).group_by("rec", maintain_order=True)
         .agg(pl.col("l").str.join("\n").alias("content"))
     )
-    ragged = bad.join(content, on="rec", how="left").select("row", "n_fields", "content")
+    ragged = bad.join(content, on="rec", how="left").select(
+        "row", "n_fields",
+        pl.col("content").map_elements(lambda t: json.dumps(next(csv.reader(io.StringIO(t, newline=""), delimiter=sep), []),
+                                                            ensure_ascii=False), return_dtype=pl.String),
+    )
     return RawTable(headers, parsed.filter(ok).select("row", *_cols(width)), ragged,
                     int(body["blank"].sum()), "polars-csv")
 
@@ -571,12 +639,12 @@ def read_jsonl(text: str, path: str) -> RawTable:
         raise InputError(f"{path}: empty file (no JSON lines)")
     keys = list(dict.fromkeys(k for _, _, o in objs if isinstance(o, dict) for k in o))
     rows, bad_rows, bad_content, bad_reason = [], [], [], []
-    for row, line, obj in objs:
+    for row, _line, obj in objs:
         if isinstance(obj, dict):
             rows.append({"row": row, **{k: _json_str(obj.get(k)) for k in keys}})
         else:
             bad_rows.append(row)
-            bad_content.append(line[:2000])
+            bad_content.append("[]")  # nothing in a line that is not an object can be told mapped
             bad_reason.append(-1 if isinstance(obj, json.JSONDecodeError) else 0)
     if rows:
         frame = pl.DataFrame({"row": [r["row"] for r in rows], **{c: [r[k] for r in rows] for c, k in zip(_cols(len(keys)), keys)}},
@@ -626,6 +694,9 @@ def read_source_file(path: Path, rel: str, source: SurveySource) -> tuple[RawTab
     delimiter = "\t" if fmt == "tsv" else ","
     # The UTF-8 bytes polars wants are the file's own unless it was re-encoded (CP932 …).
     utf8 = data if enc == "utf-8" else data[3:] if enc == "utf-8-sig" else None
+    if "\r" in text and re.search("\r(?!\n)", text):
+        # A bare CR ends a line too (old Mac exports): left alone it would merge two records into one.
+        text, utf8 = text.replace("\r\n", "\n").replace("\r", "\n"), None
     return read_delimited(text, rel, delimiter, header_rows, utf8), enc
 
 
@@ -705,22 +776,29 @@ def clean_survey(raw: RawTable, source: SurveySource, file: str, params: CleanPa
     if len(set(needed)) and any(names.count(c) > 1 for c in needed):
         dup = [c for c in needed if names.count(c) > 1]
         raise InputError(f"{file}: column(s) {dup} appear more than once in the header; map them unambiguously")
-    frame = raw.frame.select("row", *[pl.col(f"c{names.index(c)}").alias(c) for c in needed])
+    # Raw columns carry a prefix: an export header equal to a koe field name ("nps") must not be overwritten
+    # by the parsed value before the quarantine shows what was read.
+    def h(header: str) -> str:
+        return RAW_PREFIX + header
 
-    scores = {k: _parse_score(frame[getattr(cols, k)], *scale_range(source, k)) if getattr(cols, k)
+    frame = raw.frame.select("row", *[pl.col(f"c{names.index(c)}").alias(h(c)) for c in needed])
+
+    scores = {k: _parse_score(frame[h(getattr(cols, k))], *scale_range(source, k)) if getattr(cols, k)
               else (pl.lit(None, pl.Int8), pl.lit(None, pl.String)) for k in SCALES}
     fmt = source.resolved("timestamp_format", file)
-    rid = pl.col(cols.response_id).str.strip_chars()
+    rid = pl.col(h(cols.response_id)).str.strip_chars()
+    ts_utc = parse_timestamp_series(frame[h(cols.timestamp)], fmt, source.timezone)
+    lo, hi = plausible_bounds(ts_utc, params.plausible_margin_days)
     frame = frame.with_columns(
         rid.alias("response_id"),
-        parse_timestamp_series(frame[cols.timestamp], fmt, source.timezone).alias("ts_utc"),
+        ts_utc.alias("ts_utc"),
         *[v.alias(k) for k, (v, _) in scores.items()],
         *[r.alias(f"_{k}_reason") for k, (_, r) in scores.items()],
     )
     # Exact (or normalised) repeats of a response are duplicates; the same id with other content is a conflict.
     # Content is only built for ids seen twice: the common case costs one hash pass.
     dup_idx = frame.select(pl.col("response_id").is_duplicated()).to_series().arg_true()
-    content = pl.concat_str([pl.col(c).fill_null("") for c in needed], separator="\x00")
+    content = pl.concat_str([pl.col(h(c)).fill_null("") for c in needed], separator="\x00")
     normalised = normalise_series(frame.gather(dup_idx).select(content).to_series()) if len(dup_idx) else None
     frame = frame.with_columns(
         pl.repeat(None, len(frame), dtype=pl.String, eager=True).scatter(dup_idx, normalised).alias("_content")
@@ -734,6 +812,7 @@ def clean_survey(raw: RawTable, source: SurveySource, file: str, params: CleanPa
         reason.when(~first_of_content).then(pl.lit("duplicate"))
         .when(~first_of_id).then(pl.lit("conflicting_duplicate_id"))
         .when(pl.col("ts_utc").is_null()).then(pl.lit(f"bad_timestamp:{cols.timestamp}"))
+        .when(~pl.col("ts_utc").is_between(lo, hi)).then(pl.lit(f"implausible_timestamp:{cols.timestamp}"))
     )
     for k in SCALES:
         if getattr(cols, k):
@@ -745,20 +824,22 @@ def clean_survey(raw: RawTable, source: SurveySource, file: str, params: CleanPa
     base = kept.with_columns(
         pl.lit(source.name).alias("source"),
         pl.lit(file).alias("file"),
-        (pl.col(cols.customer_id).str.strip_chars() if cols.customer_id else pl.lit(None, pl.String)).alias("customer_id"),
+        (pl.col(h(cols.customer_id)).str.strip_chars() if cols.customer_id else pl.lit(None, pl.String)).alias("customer_id"),
         local.dt.date().alias("date_local"),
         local.dt.strftime("%Y-%m").alias("period"),
         *[
-            (nfkc_series(kept[getattr(cols, seg)]) if getattr(cols, seg) else pl.lit(None, pl.String)).alias(seg)
+            (nfkc_series(kept[h(getattr(cols, seg))]) if getattr(cols, seg) else pl.lit(None, pl.String)).alias(seg)
             for seg in SEGMENT_COLUMNS
         ],
-        (nfkc_series(kept[cols.rating]).replace("", None) if cols.rating else pl.lit(None, pl.String)).alias("rating"),
-        *[nfkc_series(kept[col]).alias(name) for name, col in source.segments.items()],
+        (nfkc_series(kept[h(cols.rating)]).replace("", None) if cols.rating else pl.lit(None, pl.String)).alias("rating"),
+        *[nfkc_series(kept[h(col)]).alias(name) for name, col in source.segments.items()],
     )
     extra = list(source.segments)
+    base, _ = redact_fields(base, ["response_id", "customer_id", *SEGMENT_COLUMNS, "rating", *extra], params.redact_patterns,
+                            ids=("response_id", "customer_id"))
     parts = [
         base.select(*[c for c in FEEDBACK_SCHEMA if c in base.columns and c not in ("text",)], *extra,
-                    pl.lit(qid).alias("question_id"), pl.col(col).alias("text"))
+                    pl.lit(qid).alias("question_id"), pl.col(h(col)).alias("text"))
         for qid, col in source.text_columns.items()
     ]
     feedback = pl.concat(parts, how="diagonal") if parts else pl.DataFrame(schema=FEEDBACK_SCHEMA)
@@ -770,21 +851,76 @@ def clean_survey(raw: RawTable, source: SurveySource, file: str, params: CleanPa
     if len(source.text_columns) > 1:  # one question: already in row order
         feedback = feedback.sort(["row", "question_id"])
 
+    # The quarantine shows mapped fields only ("field=value", redacted later): unmapped columns never leave.
+    labelled = list(dict.fromkeys(
+        [(f, c) for f, c in mapping.items()] + list(source.segments.items()) + list(source.text_columns.items())))
     quarantine = pl.concat(
         [
             frame.filter(pl.col("reason").is_not_null()).select(
-                "row", "reason", pl.concat_str([pl.col(c).fill_null("") for c in needed], separator=" | ").alias("content")
+                "row", "reason",
+                pl.concat_str([pl.lit(f"{f}=") + pl.col(h(c)).fill_null("") for f, c in labelled], separator=" | ").alias("content"),
             ),
             raw.ragged.select(
                 "row",
                 pl.when(pl.col("n_fields") == -1).then(pl.lit("bad_json"))
                 .when(pl.col("n_fields") == 0).then(pl.lit("not_an_object"))
                 .otherwise(pl.format("ragged_row:{}_fields_expected_{}", "n_fields", pl.lit(len(names)))).alias("reason"),
-                "content",
+                pl.col("content").map_elements(lambda t: _mapped_fields(json.loads(t), names, labelled), return_dtype=pl.String),
             ),
         ]
     )
     return feedback, _quarantine_frame(quarantine, source.name, file, params)
+
+
+RAW_PREFIX = "raw\x1f"  # raw column names inside clean_survey (never a koe field name)
+
+
+def _mapped_fields(fields: list[str], names: list[str], labelled: list[tuple[str, str]]) -> str:
+    """A ragged row's mapped positions as "field=value"; the positions of a row of the wrong width may be shifted,
+    so values are redacted like any text (IP addresses included)."""
+    return " | ".join(f"{f}={fields[names.index(c)]}" for f, c in labelled if names.index(c) < len(fields))
+
+
+def plausible_bounds(ts: pl.Series, margin_days: int) -> tuple[datetime, datetime]:
+    """The plausible time range of a file's timestamps: its middle half (quartiles) widened by ``margin_days``
+    each side. Quartiles move little for a few wild rows (9999-12-31, 1900, an Excel serial 1), so one row can
+    never stretch the range; timestamps outside it are quarantined as implausible_timestamp."""
+    from datetime import timedelta, timezone as tz
+
+    us = ts.drop_nulls().dt.epoch("us")
+    if len(us) == 0:
+        far = datetime(1, 1, 1, tzinfo=tz.utc), datetime(9999, 12, 31, tzinfo=tz.utc)
+        return far
+    q1, q3 = us.quantile(0.25, "lower"), us.quantile(0.75, "higher")
+    epoch = datetime(1970, 1, 1, tzinfo=tz.utc)
+    margin = timedelta(days=margin_days)
+    return epoch + timedelta(microseconds=int(q1)) - margin, epoch + timedelta(microseconds=int(q3)) + margin
+
+
+def redact_fields(frame: pl.DataFrame, columns: list[str], extra: dict[str, str] | None = None,
+                  ids: tuple[str, ...] = ()) -> tuple[pl.DataFrame, dict[str, int]]:
+    """Personal data in columns other than the verbatim text. An id holding any (an e-mail as customer id)
+    becomes a pseudonym, ``pii-`` and 16 hex digits of its SHA-256 (the same in every table, so surveys and
+    tickets still join); other values get the typed placeholders. Returns the frame and the count per column."""
+    import hashlib
+
+    counts: dict[str, int] = {}
+    for col in columns:
+        if col not in frame.columns or frame.schema[col] != pl.String or len(frame) == 0:
+            continue
+        red = redact(frame.select(col), col, extra)
+        hit = (red["redactions"] != "").fill_null(False)
+        n = int(hit.sum())
+        if not n:
+            continue
+        counts[col] = n
+        if col in ids:
+            new = frame[col].map_elements(lambda v: "pii-" + hashlib.sha256(v.encode("utf-8")).hexdigest()[:16],
+                                          return_dtype=pl.String)
+        else:
+            new = red[col]
+        frame = frame.with_columns(new.zip_with(hit, frame[col]).alias(col))
+    return frame, counts
 
 
 def clean_texts(frame: pl.DataFrame, params: CleanParams) -> pl.DataFrame:
@@ -837,13 +973,16 @@ def clean_tickets(lines: list[str], source: TicketSource, file: str, params: Cle
         try:
             obj = json.loads(line)
         except json.JSONDecodeError as e:
-            bad.append({"row": row, "reason": f"bad_json:col_{e.colno}", "content": line[:2000]})
+            # Nothing of a broken line can be told mapped: the quarantine names file, row and column only.
+            bad.append({"row": row, "reason": f"bad_json:col_{e.colno}", "content": ""})
             continue
         missing = [k for k in ("id", "created_at") if obj.get(k) in (None, "")] if isinstance(obj, dict) else ["object"]
+        # Only the fields koe reads reach the quarantine (never requester_name, ip …).
+        content = " | ".join(f"{k}={obj[k]}" for k in ZENDESK_FIELDS if obj.get(k) is not None)[:2000] if isinstance(obj, dict) else ""
         if missing:
-            bad.append({"row": row, "reason": f"missing_field:{missing[0]}", "content": line[:2000]})
+            bad.append({"row": row, "reason": f"missing_field:{missing[0]}", "content": content})
             continue
-        good.append({"row": row, "content": line[:2000], **{k: (None if obj.get(k) is None else str(obj.get(k))) for k in ZENDESK_FIELDS}})
+        good.append({"row": row, "content": content, **{k: (None if obj.get(k) is None else str(obj.get(k))) for k in ZENDESK_FIELDS}})
     schema = {"row": pl.Int64, "content": pl.String, **{k: pl.String for k in ZENDESK_FIELDS}}
     raw = pl.DataFrame(good, schema=schema)
 
@@ -853,10 +992,14 @@ def clean_tickets(lines: list[str], source: TicketSource, file: str, params: Cle
     frame = raw.with_columns(
         ts("created_at").alias("created_utc"), ts("first_reply_at").alias("first_response_utc"), ts("solved_at").alias("resolved_utc")
     )
+    lo, hi = plausible_bounds(frame["created_utc"], params.plausible_margin_days)
     reason = (
         pl.when(pl.col("created_utc").is_null()).then(pl.lit("bad_timestamp:created_at"))
         .when(pl.col("first_reply_at").is_not_null() & pl.col("first_response_utc").is_null()).then(pl.lit("bad_timestamp:first_reply_at"))
         .when(pl.col("solved_at").is_not_null() & pl.col("resolved_utc").is_null()).then(pl.lit("bad_timestamp:solved_at"))
+        .when(~pl.col("created_utc").is_between(lo, hi)).then(pl.lit("implausible_timestamp:created_at"))
+        .when(pl.col("first_response_utc") > hi).then(pl.lit("implausible_timestamp:first_reply_at"))
+        .when(pl.col("resolved_utc") > hi).then(pl.lit("implausible_timestamp:solved_at"))
         .when(pl.col("first_response_utc") < pl.col("created_utc")).then(pl.lit("reply_before_creation"))
         .when(pl.col("resolved_utc") < pl.col("created_utc")).then(pl.lit("solved_before_creation"))
         .when(pl.col("id").is_duplicated() & (pl.col("row") != pl.col("row").min().over("id"))).then(pl.lit("duplicate"))
@@ -878,6 +1021,8 @@ def clean_tickets(lines: list[str], source: TicketSource, file: str, params: Cle
         normalise_text(pl.col("description")).alias("text"),
     )
     tickets = redact(tickets, "text", params.redact_patterns)
+    tickets, _ = redact_fields(tickets, ["ticket_id", "customer_id", "channel", "status", "product"], params.redact_patterns,
+                               ids=("ticket_id", "customer_id"))
     tickets = tickets.with_columns(detect_language(tickets["text"]).alias("lang"))
     tickets = tickets.select([pl.col(c).cast(t) for c, t in TICKETS_SCHEMA.items()]).sort("row")
     quarantine = pl.concat(
@@ -913,6 +1058,9 @@ def _fix_for(reason: str, column: str | None, values: list[str], source: SurveyS
             return "the Zendesk preset reads ISO 8601 timestamps with an offset (2026-01-05T10:00:00+09:00)"
         return ("set the source's timestamp_format to the export's format (a strftime format such as "
                 "'%d/%m/%Y %H:%M', or auto, or excel for serial numbers)")
+    if kind == "implausible_timestamp":
+        return ("most timestamps lie far from the file's others: check the timestamp column and its format, or widen "
+                "clean.plausible_margin_days")
     if kind == "missing_response_id":
         return "map columns.response_id to a column that is filled in on every row"
     if kind in ("duplicate", "conflicting_duplicate_id"):
@@ -940,7 +1088,7 @@ def check_quarantine_share(rep: FileReport, quarantine: pl.DataFrame, raw: RawTa
     if rep.rows_in == 0 or not len(quarantine):
         return
     # Reasons that carry a column keep it; counts (ragged_row:12_fields…, bad_json:col_3) are grouped by kind.
-    key = pl.when(pl.col("reason").str.contains(r"^(bad_timestamp|\w+_not_a_number|\w+_out_of_range|missing_field):"))
+    key = pl.when(pl.col("reason").str.contains(r"^(bad_timestamp|implausible_timestamp|\w+_not_a_number|\w+_out_of_range|missing_field):"))
     grouped = quarantine.with_columns(key.then(pl.col("reason")).otherwise(pl.col("reason").str.replace(r":.*$", "")).alias("key"))
     top = grouped["key"].value_counts(sort=True).row(0)
     reason, count = top[0], int(top[1])
@@ -954,7 +1102,8 @@ def check_quarantine_share(rep: FileReport, quarantine: pl.DataFrame, raw: RawTa
     else:
         values = rows["content"].unique(maintain_order=True).head(3).to_list()
     where = f", column {column!r}" if column else ""
-    shown = ", ".join(repr(v[:80]) for v in values)
+    # the message lands in logs and the failed notebook: personal data in the values is redacted there too
+    shown = ", ".join(repr(v[:80]) for v in redact(pl.DataFrame({"v": values}, schema={"v": pl.String}), "v")["v"].to_list())
     raise InputError(
         f"{rep.file}{where}: {count} of {rep.rows_in} rows quarantined as {reason.split(':')[0]} "
         f"(e.g. {shown}); fix: {_fix_for(reason, column, values, source)}"
@@ -969,6 +1118,18 @@ class CleanResult:
     tickets: pl.DataFrame
     quarantine: pl.DataFrame
     metrics: dict
+
+
+def redacted_fields_counts(feedback: pl.DataFrame, tickets: pl.DataFrame) -> dict[str, int]:
+    marker = r"^pii-[0-9a-f]{16}$|\[[A-Z_]+\]"
+    out: dict[str, int] = {}
+    for table, frame, skip in (("feedback", feedback, {"text", "redactions"}), ("tickets", tickets, {"text", "redactions"})):
+        for col, dtype in frame.schema.items():
+            if dtype == pl.String and col not in skip and len(frame):
+                n = int(frame[col].str.contains(marker).fill_null(False).sum())
+                if n:
+                    out[f"{table}.{col}"] = n
+    return dict(sorted(out.items()))
 
 
 def _files(root: Path, pattern: str) -> list[Path]:
@@ -1056,6 +1217,8 @@ def run(params: CleanParams, root: str | Path = ".") -> CleanResult:
         "surveys_provided": bool(params.surveys),
         "tickets_provided": params.tickets is not None,
         "redactions": dict(sorted(redacted.items())),
+        # values of other columns with personal data: ids pseudonymised (pii-…), labels redacted
+        "redacted_fields": redacted_fields_counts(feedback, tickets),
         "languages": dict(sorted(languages.items())),
         "files": [r.as_dict() for r in reports],
     }

@@ -49,7 +49,7 @@ def _run(args: argparse.Namespace) -> int:
 
 def _check(args: argparse.Namespace) -> int:
     from pipelines.params import ParamsError, load, section
-    from pipelines.runner import check_notebook_params
+    from pipelines.runner import check_notebook_params, semantic_check
     from pipelines.stages import STAGES, unmatched_inputs
 
     root = project_root(args.root)
@@ -59,8 +59,9 @@ def _check(args: argparse.Namespace) -> int:
     problems = unmatched_inputs(params)
     if problems:
         raise ParamsError(f"{root / 'params.yaml'}: " + "; ".join(problems))
+    semantic_check(None, params, root)
     print(f"{root / 'params.yaml'}: valid; every notebook's parameters match their params.yaml section, "
-          f"every input is an earlier stage's output")
+          f"every input is an earlier stage's output, segments, KPIs, dates and windows fit the data")
     return 0
 
 

@@ -95,26 +95,36 @@ def model_id(backend: str, model: str = "") -> str:
 
 
 def embed_texts(texts: pl.DataFrame, previous: pl.DataFrame | None, embedder: Embedder,
-                show_progress: bool = False) -> tuple[pl.DataFrame, int]:
-    """Return (text_hash, vector, model_id) for ``texts``, reusing ``previous`` vectors of the same model;
-    second value = number embedded now."""
+                max_chars: int | None = None, show_progress: bool = False) -> tuple[pl.DataFrame, int]:
+    """Return (text_hash, vector, model_id, max_chars) for ``texts``, reusing ``previous`` vectors of the same model;
+    second value = number embedded now. Each text is cut to its first ``max_chars`` characters before embedding
+    (the key stays the hash of the whole text); a cached vector is reused when it was made with the same cut, or
+    when the text is shorter than both cuts (then it saw the same characters)."""
     known = None
     if previous is not None and len(previous) and "model_id" in previous.columns:
-        known = previous.filter(pl.col("model_id") == embedder.model_id).select("text_hash", "vector")
+        cut = pl.col("max_chars") if "max_chars" in previous.columns else pl.lit(None, pl.Int64)
+        known = previous.filter(pl.col("model_id") == embedder.model_id).select("text_hash", "vector", cut.alias("_cut"))
+        length = texts.select("text_hash", pl.col("text").str.len_chars().alias("_len"))
+        known = known.join(length, on="text_hash", how="inner").filter(
+            (pl.col("_cut").eq_missing(pl.lit(max_chars, pl.Int64)))
+            | ((pl.col("_len") <= pl.col("_cut").fill_null(2**62)) & (pl.col("_len") <= (max_chars or 2**62)))
+        ).select("text_hash", "vector")
         known = known if len(known) else None
     todo = texts if known is None else texts.join(known, on="text_hash", how="anti")
     new = pl.DataFrame({"text_hash": pl.Series([], dtype=pl.String)})
     if len(todo):
-        docs = todo["text"].to_list()
+        docs = (todo["text"] if max_chars is None else todo["text"].str.slice(0, max_chars)).to_list()
         vectors = embedder.embed(docs, show_progress=True) if show_progress else embedder.embed(docs)
         new = pl.DataFrame({"text_hash": todo["text_hash"], "vector": vectors})
     parts = [new] if len(todo) else []
     if known is not None:
         parts.append(known.join(texts.select("text_hash"), on="text_hash", how="semi"))
     if not parts:
-        return pl.DataFrame(schema={"text_hash": pl.String, "vector": pl.Array(pl.Float32, 512), "model_id": pl.String}), 0
+        return pl.DataFrame(schema={"text_hash": pl.String, "vector": pl.Array(pl.Float32, 512), "model_id": pl.String,
+                                    "max_chars": pl.Int64}), 0
     out = pl.concat([p.with_columns(pl.col("vector").cast(pl.Array(pl.Float32, vectors_dim(p)))) for p in parts])
-    return out.sort("text_hash").with_columns(pl.lit(embedder.model_id).alias("model_id")), len(todo)
+    return out.sort("text_hash").with_columns(pl.lit(embedder.model_id).alias("model_id"),
+                                              pl.lit(max_chars, pl.Int64).alias("max_chars")), len(todo)
 
 
 def vectors_dim(frame: pl.DataFrame) -> int:
@@ -137,9 +147,11 @@ def run(params: EmbedParams, root: str | Path = ".") -> EmbedResult:
     out_path = root / params.out_embeddings
     previous = pl.read_parquet(out_path) if out_path.exists() else None
     embedder = Embedder(params.backend, params.model, params.threads)
-    table, n_new = embed_texts(texts, previous, embedder, show_progress=True)
+    table, n_new = embed_texts(texts, previous, embedder, params.max_chars, show_progress=True)
     metrics = {
         "texts": len(texts),
+        "texts_cut": int((texts["text"].str.len_chars() > params.max_chars).sum()),
+        "max_chars": params.max_chars,
         "embedded_now": n_new,
         "reused_from_cache": len(texts) - n_new,
         "dimensions": vectors_dim(table) if len(table) else 0,

@@ -90,6 +90,45 @@ def progress_mode(stream) -> str:
         return "log"
 
 
+def semantic_check(stage: str | None, params, root: Path) -> None:
+    """Params that name things the data lack (segments, KPI keys, dates and windows): a ParamsError naming each key,
+    value and what would be valid. ``stage`` None: every check (`koe check`)."""
+    from pipelines import semantic
+
+    found = []
+    if stage is None or stage in semantic.PARAM_CHECK_STAGES:
+        found += [p for p in semantic.problems(params) if stage is None or p.startswith(f"{stage}.")]
+    if stage is None or stage in semantic.DATA_CHECK_STAGES:
+        found += semantic.data_problems(params, root)
+    if found:
+        raise ParamsError(f"{root / 'params.yaml'}: " + "; ".join(found))
+
+
+def clear_litter(stage: str, params, root: Path, out_dir: str = stages.EXECUTED_DIR) -> list[Path]:
+    """What a killed run of ``stage`` left: its half-executed notebook and the temporary siblings of its outputs
+    (atomic writes build ``.name.*.tmp`` files and ``.name.*`` folders next to the output). Removed at the next start."""
+    import shutil
+
+    s = stages.get(stage)
+    found = [root / out_dir / f".{Path(s.notebook).stem}.running.ipynb"]
+    for rel in s.paths(params, s.outputs).values():
+        out = root / rel
+        if out.parent.is_dir():
+            found += [p for p in out.parent.glob(f".{out.name}.*")]
+    removed = []
+    for p in found:
+        if p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p, ignore_errors=True)
+        elif p.exists() or p.is_symlink():
+            p.unlink()
+        else:
+            continue
+        removed.append(p)
+    if removed:
+        log.info("stage %s: removed what an interrupted run left: %s", stage, ", ".join(str(p.relative_to(root)) for p in removed))
+    return removed
+
+
 def run_stage(stage: str, root: str | Path = ".", out_dir: str = stages.EXECUTED_DIR) -> Path:
     """Execute the stage notebook; the executed copy replaces the previous one only on success."""
     papermill = import_papermill()
@@ -101,6 +140,8 @@ def run_stage(stage: str, root: str | Path = ".", out_dir: str = stages.EXECUTED
     params = load(root / "params.yaml")
     values = section(params, stage)
     check_notebook_params(stage, root, values)
+    semantic_check(stage, params, root)
+    clear_litter(stage, params, root, out_dir)
     notebook = root / stages.STAGES[stage].notebook
     target_dir = root / out_dir
     target_dir.mkdir(parents=True, exist_ok=True)

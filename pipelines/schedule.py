@@ -70,9 +70,20 @@ class RunResult:
 
 # --- lock --------------------------------------------------------------------------------------------------------
 
+# The lock's open file, while this process holds it: children started with ``lock_fds()`` inherit it, and a
+# flock lives as long as any process holds the file open. If `koe run` is killed, its `dvc repro` child keeps
+# the lock until it ends too, so a second run cannot start under it.
+_HELD_FDS: list[int] = []
+
+
+def lock_fds() -> tuple[int, ...]:
+    return tuple(_HELD_FDS)
+
+
 @contextmanager
 def run_lock(root: Path, as_of: str, wait_s: float = 0.0) -> Iterator[Path]:
-    """An exclusive flock on .koe/run.lock (released by the kernel if the process dies); refuse or wait."""
+    """An exclusive flock on .koe/run.lock, held by this process and every child it starts with ``lock_fds()``
+    (released by the kernel when the last of them dies); refuse or wait."""
     path = root / STATE_DIR / "run.lock"
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
@@ -91,10 +102,13 @@ def run_lock(root: Path, as_of: str, wait_s: float = 0.0) -> Iterator[Path]:
                 time.sleep(1.0)
         os.ftruncate(fd, 0)
         started = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-        os.write(fd, f"pid {os.getpid()}, as-of {as_of}, started {started}\n".encode())
+        os.write(fd, f"pid {os.getpid()}, as-of {as_of}, started {started}, process group {os.getpgrp()}\n".encode())
+        _HELD_FDS.append(fd)
         yield path
     finally:
-        os.close(fd)  # closing drops the flock
+        if fd in _HELD_FDS:
+            _HELD_FDS.remove(fd)
+        os.close(fd)  # closing drops the flock (once no child holds it either)
 
 
 def _lock_holder(path: Path, patience_s: float = 2.0) -> str:
@@ -205,7 +219,8 @@ def repro(ws: Path, log_path: Path) -> tuple[int, str]:
     lines: list[str] = []
     with open(log_path, "w", encoding="utf-8") as out:
         proc = subprocess.Popen([sys.executable, "-m", "dvc", "repro"], cwd=ws, env=_env(ws), stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT, text=True, encoding="utf-8", errors="replace")
+                                stderr=subprocess.STDOUT, text=True, encoding="utf-8", errors="replace",
+                                pass_fds=lock_fds())  # the child holds the run lock as long as it lives
         assert proc.stdout is not None
         for line in proc.stdout:
             out.write(line)
@@ -359,12 +374,13 @@ def run(root: Path, as_of: date, wait_s: float = 0.0) -> RunResult:
     as_of_s = as_of.isoformat()
     params = load(root / "params.yaml")  # fail fast, before taking the lock, on an invalid params.yaml
     with run_lock(root, as_of_s, wait_s):
+        clear_staging(root)
         started = datetime.now(timezone.utc)
         log.info("run %s: preparing the run workspace %s", as_of_s, root / STATE_DIR / "workspace")
         ws = prepare_workspace(root, params, as_of)
         ws_params = load(ws / "params.yaml")
         (root / "reports").mkdir(parents=True, exist_ok=True)
-        stage_dir = Path(tempfile.mkdtemp(prefix=f".staging-{as_of_s}-", dir=root / "reports"))
+        stage_dir = staging_dir(root, as_of_s)
         try:
             log_path = stage_dir / "run.log"
             t0 = time.time()
@@ -397,6 +413,31 @@ def run(root: Path, as_of: date, wait_s: float = 0.0) -> RunResult:
         finally:
             if stage_dir.exists():
                 shutil.rmtree(stage_dir, ignore_errors=True)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def staging_dir(root: Path, as_of: str) -> Path:
+    """The hidden folder a run is assembled in, renamed into reports/runs/ on success."""
+    (root / "reports").mkdir(parents=True, exist_ok=True)
+    path = Path(tempfile.mkdtemp(prefix=f".staging-{as_of}-", dir=root / "reports"))
+    os.chmod(path, 0o777 & ~_umask())  # mkdtemp makes 0700; published runs are as readable as the rest of reports/
+    return path
+
+
+def clear_staging(root: Path) -> list[Path]:
+    """Folders a killed run left under reports/ (a half-assembled run, a replaced run not yet deleted); called
+    under the lock, so no live run owns them."""
+    litter = [p for pattern in (".staging-*", ".replaced-*") for p in (root / "reports").glob(pattern) if p.is_dir()]
+    for p in litter:
+        shutil.rmtree(p, ignore_errors=True)
+    if litter:
+        log.info("removed what an interrupted run left: %s", ", ".join(p.name for p in litter))
+    return litter
 
 
 def _keep_failure(root: Path, ws: Path, as_of: str, log_path: Path, since: float) -> list[Path]:
