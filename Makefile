@@ -37,12 +37,14 @@ demo: setup
 	@echo
 	@echo "report: $(CURDIR)/reports/report.html"
 
+# Two workers; tests that share an expensive fixture (the demo workspace, the shape kernel …) run on one worker
+# (tests/conftest.py groups them). --durations lists the slowest tests, so a CI log shows where time goes.
 test: setup browser
-	python -m pytest
+	python -m pytest -n 2 --dist loadgroup --durations=15
 
 # Unit and contract tests: no end-to-end pipeline, no Monte-Carlo, no topic-model fits (tests marked slow).
 test-fast: setup
-	python -m pytest -m "not slow"
+	python -m pytest -n 2 --dist loadgroup -m "not slow"
 
 # Headless Chromium drives the report and JupyterLab tests; the CJK font makes their screenshots readable.
 # Debian packages, installed once (root, or sudo).

@@ -61,6 +61,7 @@ _GROUPS = {"workspace": "demo", "corpus_ws": "corpus", "kernel": "shapes", "demo
            "demo_run": "topics"}
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the groups
 def pytest_collection_modifyitems(config, items):
     for item in items:
         for fixture, group in _GROUPS.items():

@@ -65,8 +65,9 @@ def visible(page: str) -> str:
 
 def check_page(page: str) -> None:
     body = re.sub(r"<(style|script)\b.*?</\1>", "", page, flags=re.S)
-    bad = PLACEHOLDERS.search(body)
-    assert bad is None, f"placeholder {bad.group(0)!r} near: {body[max(0, bad.start() - 200):bad.end() + 100]}"
+    shown = re.sub(r"data:[^\"')\s]+", "data:", body)  # base64 images can spell "nan"
+    bad = PLACEHOLDERS.search(shown)
+    assert bad is None, f"placeholder {bad.group(0)!r} near: {shown[max(0, bad.start() - 200):bad.end() + 100]}"
     for img in re.findall(r"<img\b[^>]*>", body):  # every chart has data and says what it shows
         alt = re.search(r'alt="([^"]*)"', img)
         assert alt and alt.group(1).strip(), f"chart without a description: {img[:120]}"
@@ -178,8 +179,8 @@ def test_tickets_only(kernel, tmp_path):
     start, end = window([d for d, _ in tickets], p.kpis.window_months)
     hours = sorted(h for d, h in tickets if start <= d < end)
     row = headline(tests, "first_response_h")
-    mid = len(hours) // 2
-    assert row["est_b"] == pytest.approx(hours[mid] if len(hours) % 2 else (hours[mid - 1] + hours[mid]) / 2, rel=1e-6)
+    # Kaplan–Meier median (every ticket here has a reply, so no censoring): the first time half are answered
+    assert row["est_b"] == pytest.approx(hours[(len(hours) + 1) // 2 - 1], rel=1e-6)
     assert "初回応答時間" in text and "NPS" not in text[:text.index("データ品質")]
 
 
