@@ -10,7 +10,7 @@ import polars as pl
 
 sys.path.insert(0, "/tmp/rpt-demo")
 import old_report as old  # the report.py of main before this change
-from pipelines import report as new
+from pipelines import report as new, report_data, report_findings
 from pipelines.params import load
 
 root = Path("/tmp/rpt-demo/ws")
@@ -29,7 +29,7 @@ def tiles_of(fragment):
 
 for lang in ("ja", "en"):
     p = project.report.model_copy(update={"lang": lang})
-    nctx = new.load(p, root, project)
+    nctx = report_data.load(p, root, project)
     if SIMULATE and "nps_significant" not in nctx.drivers.columns:  # what the kpis branch adds: BH over topics at fdr_q
         from pipelines.kpis import bh_adjust
         adj, sig = bh_adjust(nctx.drivers["nps_p"].to_list(), q=project.kpis.fdr_q)
@@ -40,7 +40,7 @@ for lang in ("ja", "en"):
                        assignments=pl.read_parquet(root / "data/topics/assignments.parquet", columns=["response_id", "source", "nps", "topic"]),
                        sentiment_net=nctx.sentiment_net, tests=nctx.tests, monthly=nctx.monthly, alerts=nctx.alerts)
     print(f"===== {lang}")
-    of, nf = old.executive_findings(octx), new.executive_findings(nctx)
+    of, nf = old.executive_findings(octx), report_findings.executive_findings(nctx)
     print(f"findings: old {len(of)} new {len(nf)}; identical: {sum(a == b for a, b in zip(of, nf))}")
     for a, b in zip(of, nf):
         if a != b:
