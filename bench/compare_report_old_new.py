@@ -44,21 +44,27 @@ for lang in ("ja", "en"):
     print(f"findings: old {len(of)} new {len(nf)}; identical: {sum(a == b for a, b in zip(of, nf))}")
     for a, b in zip(of, nf):
         if a != b:
-            print("  OLD:", a); print("  NEW:", b)
+            print("  OLD:", a)
+            print("  NEW:", b)
     ot, nt = tiles_of(old.tiles_html(octx)), tiles_of(new.tiles_html(nctx))
     print(f"tiles: old {len(ot)} new {len(nt)}; identical: {sum(a == b for a, b in zip(ot, nt))}")
     for a, b in zip(ot, nt):
         if a != b:
-            print("  OLD:", a); print("  NEW:", b)
+            print("  OLD:", a)
+            print("  NEW:", b)
     orows, nrows = rows_of(old.topics_html(octx))[1:], rows_of(new.topics_html(nctx))[1:]
     print(f"topic rows: old {len(orows)} new {len(nrows)}; identical: {sum(a == b for a, b in zip(orows, nrows))}")
     for a, b in list(zip(orows, nrows))[:20]:
         if a != b:
-            print("  OLD:", a[:300]); print("  NEW:", b[:300])
+            print("  OLD:", a[:300])
+            print("  NEW:", b[:300])
     om, nm = rows_of(old.shift_table_html(octx)), rows_of(new.shift_table_html(nctx))
     print(f"shift rows: old {len(om)} new {len(nm)}; identical: {sum(a == b for a, b in zip(om, nm))}")
     diffs = [(a, b) for a, b in zip(om, nm) if a != b]
     for a, b in diffs[:6]:
-        print("  OLD:", a[:300]); print("  NEW:", b[:300])
-    mk = lambda rows: [(re.sub(r"[-+0-9.,…%]", "", r)[:12], "▲" in r, "▼" in r) for r in rows]
+        print("  OLD:", a[:300])
+        print("  NEW:", b[:300])
+    def mk(rows):
+        return [(re.sub(r"[-+0-9.,…%]", "", r)[:12], "▲" in r, "▼" in r) for r in rows]
+
     print("topic labels + significance marks identical:", mk(orows) == mk(nrows))
