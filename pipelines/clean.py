@@ -141,9 +141,7 @@ def clean_survey(raw: RawTable, source: SurveySource, file: str, params: CleanPa
     return feedback, _quarantine_frame(quarantine, source.name, file, params)
 
 
-
 RAW_PREFIX = "raw\x1f"  # raw column names inside clean_survey (never a koe field name)
-
 
 
 def clean_texts(frame: pl.DataFrame, params: CleanParams) -> pl.DataFrame:
@@ -170,7 +168,6 @@ def clean_texts(frame: pl.DataFrame, params: CleanParams) -> pl.DataFrame:
 # ---------------------------------------------------------------- tickets
 
 ZENDESK_FIELDS = ("id", "requester_id", "created_at", "first_reply_at", "solved_at", "status", "via", "product", "description")
-
 
 
 def clean_tickets(lines: list[str], source: TicketSource, file: str, params: CleanParams, now: datetime | None = None) -> tuple[pl.DataFrame, pl.DataFrame, int]:
@@ -263,7 +260,6 @@ class CleanResult:
     metrics: dict
 
 
-
 def redacted_fields_counts(feedback: pl.DataFrame, tickets: pl.DataFrame) -> dict[str, int]:
     marker = r"^pii-[0-9a-f]{16}$|\[[A-Z_]+\]"
     out: dict[str, int] = {}
@@ -276,13 +272,11 @@ def redacted_fields_counts(feedback: pl.DataFrame, tickets: pl.DataFrame) -> dic
     return dict(sorted(out.items()))
 
 
-
 def _files(root: Path, pattern: str) -> list[Path]:
     files = sorted(Path(p) for p in glob.glob(str(root / pattern)))
     if not files:
         raise InputError(f"no input files match {pattern!r} (relative to {root})")
     return files
-
 
 
 def run(params: CleanParams, root: str | Path = ".") -> CleanResult:

@@ -11,17 +11,13 @@ from pipelines.schema import SurveySource
 
 
 _EXCEL_EPOCH = datetime(1899, 12, 30)  # Excel's day 0 (after its 1900 leap-year bug)
-
 ISO_FORMATS = ["%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%dT%H:%M", "%Y-%m-%d %H:%M", "%Y-%m-%d"]
-
 ISO_FORMATS_TZ = ["%Y-%m-%dT%H:%M:%S%.f%z", "%Y-%m-%d %H:%M:%S%.f%z", "%Y-%m-%dT%H:%M%z"]
-
 AUTO_FORMATS = ISO_FORMATS + [
     "%Y/%m/%d %H:%M:%S", "%Y/%m/%d %H:%M", "%Y/%m/%d",
     "%Y年%m月%d日 %H時%M分%S秒", "%Y年%m月%d日 %H時%M分", "%Y年%m月%d日 %H:%M:%S", "%Y年%m月%d日 %H:%M", "%Y年%m月%d日",
     "%Y.%m.%d %H:%M", "%Y.%m.%d",
 ]
-
 
 
 def parse_timestamp(values: pl.Expr, fmt: str, timezone: str) -> pl.Expr:
@@ -43,7 +39,6 @@ def parse_timestamp(values: pl.Expr, fmt: str, timezone: str) -> pl.Expr:
     return pl.coalesce([*aware, local.dt.convert_time_zone("UTC")])
 
 
-
 def parse_timestamp_series(values: pl.Series, fmt: str, timezone: str) -> pl.Series:
     """parse_timestamp for a whole column: the configured format first, the fallbacks only where it failed."""
     frame = values.to_frame("t")
@@ -60,7 +55,6 @@ def parse_timestamp_series(values: pl.Series, fmt: str, timezone: str) -> pl.Ser
         return first
     rest = values.gather(idx).to_frame("t").select(parse_timestamp(pl.col("t"), fmt, timezone)).to_series()
     return first.scatter(idx, rest)
-
 
 
 def plausible_bounds(ts: pl.Series, margin_days: int) -> tuple[datetime, datetime]:
@@ -82,15 +76,12 @@ def plausible_bounds(ts: pl.Series, margin_days: int) -> tuple[datetime, datetim
 # ---------------------------------------------------------------- scores
 
 SCALES = ("nps", "csat", "ces")
-
 NPS_SCALE = (0, 10)
-
 
 
 def scale_range(source: SurveySource, score: str) -> tuple[int, int]:
     """Valid answers of a score column: NPS is 0–10 by definition; CSAT and CES as the source declares."""
     return NPS_SCALE if score == "nps" else tuple(getattr(source, f"{score}_scale"))
-
 
 
 def _parse_score(values: pl.Series, lo: int, hi: int) -> tuple[pl.Series, pl.Series]:

@@ -22,22 +22,17 @@ REDACTIONS: list[tuple[str, str]] = [
               r"|\(?0[0-9]{1,4}\)?[ .\-]?[0-9]{1,4}[ .\-][0-9]{3,4}|0[5-9]0[0-9]{8}|0[0-9]{9}"),
     ("POSTCODE", r"〒 ?[0-9]{3}-?[0-9]{4}|[0-9]{3}-[0-9]{4}"),
 ]
-
 # Every dash and hyphen a phone, card or postcode may be written with (NFKC keeps these as they are).
 DASHES = "\u002d\u2010\u2011\u2012\u2013\u2014\u2015\u2043\u2212\u02d7\u2e3a\u2e3b\u30fc\uff0d\uff70\ufe58\ufe63\u30a0"
-
 _DIGIT_DASH = f"([0-9]) ?[{DASHES}] ?([0-9])"
-
 # Texts that may hold personal data: a digit (ASCII or full-width), an at sign (ASCII or full-width), a colon (IPv6).
 _MAY_HOLD_PII = "[0-9０-９@＠:]"
-
 
 
 def _redact_view(text: pl.Expr) -> pl.Expr:
     """What the patterns match against: NFKC, then any dash between digits as "-" (twice: runs overlap)."""
     out = text.str.normalize("NFKC")
     return out.str.replace_all(_DIGIT_DASH, "${1}-${2}").str.replace_all(_DIGIT_DASH, "${1}-${2}")
-
 
 
 def _luhn_ok(number: str) -> bool:
@@ -48,7 +43,6 @@ def _luhn_ok(number: str) -> bool:
             d = d * 2 - 9 if d * 2 > 9 else d * 2
         total += d
     return len(digits) >= 13 and total % 10 == 0
-
 
 
 def redact(frame: pl.DataFrame, column: str, extra: dict[str, str] | None = None) -> pl.DataFrame:
@@ -67,7 +61,6 @@ def redact(frame: pl.DataFrame, column: str, extra: dict[str, str] | None = None
             pl.repeat("", len(frame), dtype=pl.String, eager=True).scatter(idx, done["redactions"]).alias("redactions"),
         )
     return _redact_all(frame, column, extra)
-
 
 
 def _redact_all(frame: pl.DataFrame, column: str, extra: dict[str, str] | None = None) -> pl.DataFrame:
@@ -97,7 +90,6 @@ def _redact_all(frame: pl.DataFrame, column: str, extra: dict[str, str] | None =
     return out.with_columns(
         pl.concat_str(found, separator=",", ignore_nulls=True).fill_null("").alias("redactions")
     ).drop([f"_r_{k}" for k, _ in kinds])
-
 
 
 def redact_fields(frame: pl.DataFrame, columns: list[str], extra: dict[str, str] | None = None,

@@ -32,12 +32,10 @@ class FileReport:
         }
 
 
-
 def _mapped_fields(fields: list[str], names: list[str], labelled: list[tuple[str, str]]) -> str:
     """A ragged row's mapped positions as "field=value"; the positions of a row of the wrong width may be shifted,
     so values are redacted like any text (IP addresses included)."""
     return " | ".join(f"{f}={fields[names.index(c)]}" for f, c in labelled if names.index(c) < len(fields))
-
 
 
 def _quarantine_frame(q: pl.DataFrame, source: str, file: str, params: CleanParams) -> pl.DataFrame:
@@ -49,11 +47,8 @@ def _quarantine_frame(q: pl.DataFrame, source: str, file: str, params: CleanPara
     ).sort("row")
 
 
-
 MAJORITY_SHARE = 0.5  # a file with at least this share of its rows quarantined for one reason fails the stage
-
 MAJORITY_MIN_ROWS = 5  # … once that is at least this many rows (or all rows of a smaller file)
-
 
 
 def _fix_for(reason: str, column: str | None, values: list[str], source: SurveySource | TicketSource) -> str:
@@ -86,14 +81,12 @@ def _fix_for(reason: str, column: str | None, values: list[str], source: SurveyS
     return "check the source's column mapping in params.yaml (koe init FILE shows what it guesses)"
 
 
-
 def _is_number(value: str) -> bool:
     try:
         float(value)
     except ValueError:
         return False
     return True
-
 
 
 def check_quarantine_share(rep: FileReport, quarantine: pl.DataFrame, raw: RawTable | None,

@@ -27,14 +27,10 @@ class InputError(ValueError):
 
 # Encodings a user can name, tried in this order when the source says ``encoding: auto``; a BOM decides first.
 AUTO_ENCODINGS = ("utf-8", "cp932", "euc-jp")
-
 _BOMS = ((b"\xef\xbb\xbf", "utf-8-sig"), (b"\xff\xfe", "utf-16"), (b"\xfe\xff", "utf-16"))
-
 # Bytes CP932 decodes although Shift_JIS never writes them (0x80, 0xA0, 0xFD–0xFF): a sign of the wrong encoding.
 _CP932_UNDEFINED = re.compile("[\x80\uf8f0-\uf8f3]")
-
 _UTF8_SEQ = re.compile(rb"[\xc2-\xdf][\x80-\xbf]|[\xe0-\xef][\x80-\xbf]{2}|[\xf0-\xf4][\x80-\xbf]{3}")
-
 
 
 def _bad_bytes(data: bytes, path: str, enc: str, start: int, end: int, tried: str = "") -> InputError:
@@ -45,7 +41,6 @@ def _bad_bytes(data: bytes, path: str, enc: str, start: int, end: int, tried: st
         f"{path}: not valid {enc}{also}: bytes {shown} at byte offset {start}, line {line}; "
         f"re-save the file as UTF-8 or set the source's encoding: to the one it was saved in"
     )
-
 
 
 def _strict(data: bytes, path: str, enc: str, tried: str = "") -> str:
@@ -59,7 +54,6 @@ def _strict(data: bytes, path: str, enc: str, tried: str = "") -> str:
         start = len(text[:m.start()].encode(enc))
         raise _bad_bytes(data, path, enc, start, start + 1, tried)
     return text
-
 
 
 def decode(data: bytes, path: str, encoding: str = "auto") -> tuple[str, str]:
@@ -115,16 +109,13 @@ class RawTable:
     parser: str  # which reader produced it (metrics)
 
 
-
 def _cols(width: int) -> list[str]:
     return [f"c{i}" for i in range(width)]
-
 
 
 def _ragged_frame(rows: list[int], n_fields: list[int], content: list[str]) -> pl.DataFrame:
     return pl.DataFrame({"row": rows, "n_fields": n_fields, "content": content},
                         schema={"row": pl.Int64, "n_fields": pl.Int64, "content": pl.String})
-
 
 
 def _python_records(text: str, path: str, delimiter: str) -> Iterator[tuple[int, list[str]]]:
@@ -139,7 +130,6 @@ def _python_records(text: str, path: str, delimiter: str) -> Iterator[tuple[int,
         except csv.Error as e:
             raise InputError(f"{path}: line {start}: broken quoting ({e})") from e
         yield start, fields
-
 
 
 def records_table(records: list[list[str]], headers: list[list[str]], parser: str) -> RawTable:
@@ -166,7 +156,6 @@ def records_table(records: list[list[str]], headers: list[list[str]], parser: st
     return RawTable(headers, frame, _ragged_frame(rag_rows, rag_n, rag_content), blanks, parser)
 
 
-
 def read_delimited_python(text: str, path: str, delimiter: str, header_rows: int = 1) -> RawTable:
     """Exact, slow reader (Python's csv module): the fallback when the fast reader cannot vouch for a file."""
     records = [fields for _, fields in _python_records(text, path, delimiter)]
@@ -178,9 +167,7 @@ def read_delimited_python(text: str, path: str, delimiter: str, header_rows: int
     return records_table(records[header_rows:], headers, "python-csv")
 
 
-
 _BLANK_CANDIDATE = r'^[\s"{sep}]*$'  # whitespace, separators and quotes only: parsed exactly to decide
-
 
 
 def _blank_records(frame: pl.DataFrame, records: pl.DataFrame, sep: str) -> pl.Series:
@@ -199,7 +186,6 @@ def _blank_records(frame: pl.DataFrame, records: pl.DataFrame, sep: str) -> pl.S
     return records["cand"].scatter(idx, blank)
 
 
-
 def _physical_lines(text: str, data: bytes) -> pl.Series:
     """The file's lines (final line break dropped), split by polars' parallel reader when it can vouch for them."""
     expected = data.count(b"\n") + (0 if data.endswith(b"\n") else 1)
@@ -209,7 +195,6 @@ def _physical_lines(text: str, data: bytes) -> pl.Series:
         if len(lines) == expected:
             return lines
     return pl.Series("l", text.split("\n")[:expected], dtype=pl.String)
-
 
 
 def read_delimited(text: str, path: str, delimiter: str, header_rows: int = 1, data: bytes | None = None) -> RawTable:
@@ -302,7 +287,6 @@ def read_delimited(text: str, path: str, delimiter: str, header_rows: int = 1, d
                     int(body["blank"].sum()), "polars-csv")
 
 
-
 def read_xlsx(data: bytes, path: str, sheet: str | None, header_rows: int) -> RawTable:
     import fastexcel
 
@@ -330,7 +314,6 @@ def read_xlsx(data: bytes, path: str, sheet: str | None, header_rows: int) -> Ra
     return records_table(body, headers, "fastexcel")
 
 
-
 def _as_strings(frame: pl.DataFrame) -> pl.DataFrame:
     """Every column as text; timestamps in ISO form (which the timestamp rules always accept)."""
     out = []
@@ -349,7 +332,6 @@ def _as_strings(frame: pl.DataFrame) -> pl.DataFrame:
     return frame.select(out)
 
 
-
 def read_parquet(data: bytes, path: str) -> RawTable:
     try:
         frame = pl.read_parquet(io.BytesIO(data))
@@ -366,7 +348,6 @@ def read_parquet(data: bytes, path: str) -> RawTable:
     return RawTable(headers, frame.with_columns(pl.col("row").cast(pl.Int64)), _ragged_frame([], [], []), blanks, "polars-parquet")
 
 
-
 def _jsonl_objects(text: str) -> tuple[list[tuple[int, str, object]], int]:
     """(data row, line, parsed object or the JSONDecodeError) per non-blank line; and the blank lines."""
     out, blanks, row = [], 0, 0
@@ -380,7 +361,6 @@ def _jsonl_objects(text: str) -> tuple[list[tuple[int, str, object]], int]:
         except json.JSONDecodeError as e:
             out.append((row, line, e))
     return out, blanks
-
 
 
 def read_jsonl(text: str, path: str) -> RawTable:
@@ -406,7 +386,6 @@ def read_jsonl(text: str, path: str) -> RawTable:
     return RawTable([keys], frame, _ragged_frame(bad_rows, bad_reason, bad_content), blanks, "json")
 
 
-
 def _json_str(value: object) -> str | None:
     if value is None or isinstance(value, str):
         return value
@@ -415,7 +394,6 @@ def _json_str(value: object) -> str | None:
     if isinstance(value, (int, float)):
         return repr(value)
     return json.dumps(value, ensure_ascii=False)
-
 
 
 def column_names(headers: list[list[str]], preset: str | None) -> list[str]:
@@ -428,7 +406,6 @@ def column_names(headers: list[list[str]], preset: str | None) -> list[str]:
         sub = headers[1][i] if i < len(headers[1]) else ""
         names.append(current if sub in _SM_PLAIN else f"{current} | {sub}")
     return names
-
 
 
 def read_source_file(path: Path, rel: str, source: SurveySource) -> tuple[RawTable, str]:

@@ -31,7 +31,6 @@ from pipelines.schema import ReportParams
 
 
 TOPIC_ROWS = 12  # topics shown open; the rest fold under one line (keeps the page and its print short)
-
 JAPANESE = re.compile(r"[\u3040-\u30ff\u3400-\u9fff\uff00-\uffef]")  # kana, kanji, full-width forms
 
 
@@ -42,11 +41,9 @@ def _section(ctx: Context, key: str, template: str, **fields: Any) -> Section:
     return Section(render(template, ctx.lang, anchor=anchor, **fields), anchor, ctx.t(f"toc.{key}"))
 
 
-
 def header_html(ctx: Context, run_info: dict) -> str:
     subtitle = " · ".join(str(run_info[k]) for k in ("data window", "generated") if run_info.get(k))
     return render("header.html.j2", ctx.lang, title=ctx.params.title, subtitle=subtitle)
-
 
 
 def summary_html(ctx: Context) -> str:
@@ -54,11 +51,9 @@ def summary_html(ctx: Context) -> str:
     return _section(ctx, "summary", "summary.html.j2", findings=findings) if findings else ""
 
 
-
 def _tile_comparison(ctx: Context) -> pl.DataFrame:
     rows = _comparison(ctx, "programme")
     return rows if rows.height else _comparison(ctx, "window")
-
 
 
 def tiles_html(ctx: Context, chart: str = "") -> str:
@@ -72,7 +67,6 @@ def tiles_html(ctx: Context, chart: str = "") -> str:
     a, b = _spans(rows)
     note = ctx.t("tiles_note", period_a=period(a, ctx.lang), period_b=period(b, ctx.lang), ci=ctx.t("ci", level=ctx.level))
     return _section(ctx, "kpis", "tiles.html.j2", tiles=tiles, note=note, level=ctx.level, chart=_markup(chart))
-
 
 
 def _matrix(ctx: Context, comparison: str, same_spans: bool = False) -> dict | None:
@@ -99,7 +93,6 @@ def _matrix(ctx: Context, comparison: str, same_spans: bool = False) -> dict | N
     }
 
 
-
 def _matrices(ctx: Context) -> list[dict]:
     window, programme = _comparison(ctx, "window"), _comparison(ctx, "programme")
     same = window.height > 0 and _spans(window) == _spans(programme)
@@ -107,13 +100,11 @@ def _matrices(ctx: Context) -> list[dict]:
     return [m for m in out if m]
 
 
-
 def shift_matrix_html(ctx: Context, comparison: str) -> str:
     """Every KPI × segment for one comparison: change and verdict per cell (colour plus a mark and a word,
     so it reads without colour vision and in print); the largest ``max_segment_values`` values per segment."""
     m = _matrix(ctx, comparison)
     return render("matrix.html.j2", ctx.lang, m=m) if m else ""
-
 
 
 def shift_table_html(ctx: Context, max_rows: int = 40) -> str:
@@ -135,7 +126,6 @@ def shift_table_html(ctx: Context, max_rows: int = 40) -> str:
                     path=ctx.params.in_kpi_tests, level=ctx.level)
 
 
-
 def topic_sentiment(net: pl.DataFrame | None) -> pl.DataFrame:
     """Per-topic net sentiment of the survey verbatims, from the sentiment stage's long table."""
     schema = {"topic": pl.Int64, "sent_net": pl.Float64, "sent_low": pl.Float64, "sent_high": pl.Float64, "sent_enough": pl.Boolean}
@@ -146,7 +136,6 @@ def topic_sentiment(net: pl.DataFrame | None) -> pl.DataFrame:
         pl.col("net_sentiment").alias("sent_net"), pl.col("ci_low").alias("sent_low"),
         pl.col("ci_high").alias("sent_high"), pl.col("enough").alias("sent_enough"),
     )
-
 
 
 def topics_html(ctx: Context, chart: str = "") -> str:
@@ -187,11 +176,9 @@ def topics_html(ctx: Context, chart: str = "") -> str:
                     impact_note=note, level=ctx.level, shown=TOPIC_ROWS, chart=_markup(chart))
 
 
-
 def _foreign(ctx: Context, shown: str) -> str:
     """'ja' when an English page must show Japanese data as it is (no English label exists), for its lang attribute."""
     return "ja" if ctx.lang == "en" and JAPANESE.search(shown or "") else ""
-
 
 
 def _sparklines(over_time: pl.DataFrame, width: float = 90, height: float = 20) -> dict[int, str]:
@@ -213,13 +200,11 @@ def _sparklines(over_time: pl.DataFrame, width: float = 90, height: float = 20) 
     return out
 
 
-
 def _notes(value: Any) -> list[str]:
     """A stage's notes as a list: a list of strings, or one ' | '-joined string (DVC metrics want scalars)."""
     if isinstance(value, str):
         return [s.strip() for s in value.split(" | ") if s.strip()]
     return [str(s) for s in (value or []) if str(s).strip()]
-
 
 
 def skipped_notes(ctx: Context) -> list[tuple[str, str]]:
@@ -251,7 +236,6 @@ def skipped_notes(ctx: Context) -> list[tuple[str, str]]:
     return out
 
 
-
 def quality_html(ctx: Context) -> str:
     m, lang = ctx.clean_metrics, ctx.lang
     counts = [("rows read", "rows_in"), ("rows kept", "rows_kept"), ("rows quarantined", "rows_quarantined"),
@@ -266,7 +250,6 @@ def quality_html(ctx: Context) -> str:
     if not lines and not skipped:
         return ""
     return _section(ctx, "quality", "quality.html.j2", lines=lines, skipped=skipped)
-
 
 
 def method_html(ctx: Context, run_info: dict) -> str:
@@ -324,7 +307,6 @@ class ReportResult:
     """The stage's output (``out_html``), written by ``pipelines.io.write_result``."""
 
     html: str
-
 
 
 def run(params: ReportParams, root: str | Path = ".", notebook: str | Path | None = None) -> ReportResult:

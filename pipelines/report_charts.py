@@ -16,7 +16,6 @@ def plot_setup() -> None:
     sns.set_theme(style="whitegrid", font="IPAexGothic", palette="colorblind")
 
 
-
 def plot_nps_trend(ctx: Context, programme_date: str | None = None):
     """Monthly NPS overall and for the largest channels; None when the data have no NPS."""
     import matplotlib.pyplot as plt
@@ -49,7 +48,6 @@ def plot_nps_trend(ctx: Context, programme_date: str | None = None):
     return fig
 
 
-
 def plot_topic_trend(ctx: Context, top: int = 8):
     """Monthly share of the largest topics; None when there are no topics over time."""
     import matplotlib.pyplot as plt
@@ -74,7 +72,6 @@ def plot_topic_trend(ctx: Context, top: int = 8):
     return fig
 
 
-
 def chart_html(fig, alt: str, caption: str = "", lang: str = "ja") -> str:
     """The chart as an embedded PNG inside its section, with alt text and the sentence it supports as caption;
     "" for no chart."""
@@ -92,7 +89,6 @@ def chart_html(fig, alt: str, caption: str = "", lang: str = "ja") -> str:
     width, height = _PIL.open(_io.BytesIO(buf.getvalue())).size
     return render("chart.html.j2", lang, png=base64.b64encode(buf.getvalue()).decode("ascii"), alt=alt or caption,
                   caption=caption, width=width, height=height)
-
 
 
 def figure(fig, alt: str):

@@ -17,9 +17,7 @@ from pipelines.schema import CleanParams, KoeParams, KpisParams, ReportParams
 
 SEGMENT_FIELDS = ("persona", "channel", "product", "journey")
 
-
 EMPTY_SPAN = "(empty)"  # the kpis stage's label of a span with no months (programme date outside the data)
-
 
 
 @dataclass
@@ -59,10 +57,8 @@ class Context:
         return self.drivers is not None and {"nps_p_adjusted", "nps_significant"} <= set(self.drivers.columns)
 
 
-
 REQUIRED_TEST_COLUMNS = ("comparison", "kpi", "segment_col", "segment_value", "label_a", "label_b", "est_a", "est_b",
                          "diff", "ci_low", "ci_high", "p_value", "p_adjusted", "significant", "n_a", "n_b", "verdict")
-
 
 
 def segment_names(clean: CleanParams | None) -> dict[str, str]:
@@ -79,7 +75,6 @@ def segment_names(clean: CleanParams | None) -> dict[str, str]:
     return names
 
 
-
 def _required(root: Path, rel: str) -> Path:
     path = root / rel
     if not path.is_file():
@@ -87,10 +82,8 @@ def _required(root: Path, rel: str) -> Path:
     return path
 
 
-
 def _or_empty(frame: pl.DataFrame | None) -> pl.DataFrame:
     return pl.DataFrame() if frame is None else frame
-
 
 
 def load(params: ReportParams, root: str | Path = ".", project: KoeParams | None = None) -> Context:
@@ -148,15 +141,12 @@ def _usable(ctx: Context) -> pl.DataFrame:
     )
 
 
-
 def _comparison(ctx: Context, comparison: str) -> pl.DataFrame:
     return _usable(ctx).filter(pl.col("comparison") == comparison)
 
 
-
 def _spans(rows: pl.DataFrame) -> tuple[str, str] | None:
     return (rows["label_a"][0], rows["label_b"][0]) if rows.height else None
-
 
 
 def _key(row: dict) -> tuple:
@@ -165,22 +155,18 @@ def _key(row: dict) -> tuple:
             round(row["est_a"], 9), round(row["est_b"], 9))
 
 
-
 def _row(ctx: Context, comparison: str, kpi: str, col: str = "all", value: str = "all") -> dict | None:
     t = _comparison(ctx, comparison).filter((pl.col("kpi") == kpi) & (pl.col("segment_col") == col)
                                             & (pl.col("segment_value") == value))
     return t.row(0, named=True) if t.height else None
 
 
-
 def _n_tests(ctx: Context) -> int:
     return int(ctx.tests["p_value"].is_not_null().sum())
 
 
-
 def _digits(kpi: str) -> int:
     return kpi_registry.get(kpi).digits if kpi in kpi_registry.BY_KEY else 1
-
 
 
 def value_label(ctx: Context, col: str, value: str) -> str:
@@ -193,7 +179,6 @@ def value_label(ctx: Context, col: str, value: str) -> str:
     return names.get(value, value)
 
 
-
 def column_label(ctx: Context, col: str) -> str:
     """A segment field: the export's own header in Japanese, the field's English name in English."""
     if ctx.lang == "en" and f"field.{col}" in catalogue():
@@ -201,12 +186,10 @@ def column_label(ctx: Context, col: str) -> str:
     return ctx.segment_names.get(col, col)
 
 
-
 def _segment(ctx: Context, col: str, value: str) -> str:
     if col == "all":
         return ctx.t("all")
     return ctx.t("segment_value", column=column_label(ctx, col), value=value_label(ctx, col, value))
-
 
 
 def topic_label(ctx: Context, row: dict) -> str:
@@ -217,11 +200,9 @@ def topic_label(ctx: Context, row: dict) -> str:
     return row["label"]
 
 
-
 def topic_words(ctx: Context, row: dict) -> list[str]:
     words = list(row.get("words_en") or []) if ctx.lang == "en" else []
     return words or list(row.get("words") or [])
-
 
 
 def _lead_kpis(ctx: Context) -> tuple[str | None, str | None]:
@@ -235,13 +216,11 @@ def _lead_kpis(ctx: Context) -> tuple[str | None, str | None]:
     return lead("survey"), lead("tickets")
 
 
-
 def _join(ctx: Context, items: list[str], key: str = "join.list") -> str:
     """Items joined; beyond max_segment_values the rest are counted, not listed."""
     cap = ctx.params.max_segment_values
     shown = items[:cap] + ([ctx.t("list.more", n=number(len(items) - cap, ctx.lang, style="count"))] if len(items) > cap else [])
     return ctx.t(key).join(shown)
-
 
 
 def _driver(ctx: Context, topic: int) -> dict | None:
@@ -254,7 +233,6 @@ def _driver(ctx: Context, topic: int) -> dict | None:
     if not ctx.has_significance:
         row["nps_significant"] = None  # unknown, not "no"
     return row
-
 
 
 def _nps_series(ctx: Context) -> pl.DataFrame:

@@ -40,7 +40,6 @@ def finding_sentence(ctx: Context, row: dict) -> str | None:
     )
 
 
-
 def window_finding(ctx: Context) -> str | None:
     """What changed in the latest window for the lead survey KPI (the support one when there is no survey), with
     the adverse shifts flagged as alerts."""
@@ -62,7 +61,6 @@ def window_finding(ctx: Context) -> str | None:
     return text_
 
 
-
 def emerging_finding(ctx: Context) -> str | None:
     """The first emerging theme, with its NPS effect when the drivers table says it is significant after BH."""
     lang = ctx.lang
@@ -81,7 +79,6 @@ def emerging_finding(ctx: Context) -> str | None:
         if extra:
             out += ctx.t("join.sentence") + extra
     return out
-
 
 
 def segments_finding(ctx: Context) -> str | None:
@@ -112,7 +109,6 @@ def segments_finding(ctx: Context) -> str | None:
         if f"finding.segments_rest.{verdict}" in catalogue():
             out += ctx.t("join.sentence") + ctx.t(f"finding.segments_rest.{verdict}", segments=_join(ctx, segs, "join.and"))
     return out
-
 
 
 def executive_findings(ctx: Context, top: int = 5) -> list[str]:
@@ -165,7 +161,6 @@ def nps_takeaway(ctx: Context) -> str:
     return ""
 
 
-
 def topic_takeaway(ctx: Context) -> str:
     em = ctx.topics.filter(pl.col("emerging").fill_null(False) & (pl.col("topic") != -1)) if "emerging" in ctx.topics.columns else ctx.topics.clear()
     if not ctx.topics.filter(pl.col("topic") != -1).height:
@@ -174,7 +169,6 @@ def topic_takeaway(ctx: Context) -> str:
         return ctx.t("takeaway.topics_none")
     labels = [topic_label(ctx, r) for r in em.iter_rows(named=True)]
     return ctx.t("takeaway.topics_emerging", labels=ctx.t("join.list").join(ctx.t("quote", text=x) for x in labels))
-
 
 
 def takeaway_html(text_: str) -> str:

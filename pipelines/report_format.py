@@ -12,24 +12,15 @@ from typing import Any
 
 
 TEMPLATE_DIR = Path(__file__).parent / "templates"
-
 STRINGS_PATH = TEMPLATE_DIR / "strings.yaml"
-
 LANGS = ("ja", "en")
-
 LOCALES = {"ja": "ja_JP", "en": "en_US"}  # number formats (thousands separators, decimal mark)
-
 TOO_FEW = "too few responses to tell"
-
 IMPROVED, WORSENED, NO_CHANGE = "improved", "worsened", "no detectable change"
-
 # Colour-blind-safe (Okabe–Ito) colours for verdicts; each comes with a mark and a word.
 UNCLEAR = "changed, direction unclear"  # significant, but the shown difference does not carry the direction
-
 VERDICT_COLOURS = {IMPROVED: "#009E73", WORSENED: "#D55E00", NO_CHANGE: "#555555", TOO_FEW: "#999999", UNCLEAR: "#E69F00"}
-
 VERDICT_MARK = {IMPROVED: "▲", WORSENED: "▼", NO_CHANGE: "＝", TOO_FEW: "?", UNCLEAR: "≠"}
-
 
 
 @lru_cache(maxsize=1)
@@ -44,7 +35,6 @@ def catalogue() -> dict[str, dict[str, str]]:
     return data
 
 
-
 def text(lang: str, key: str, **fields: Any) -> str:
     """Catalogue string ``key`` in ``lang`` with its named fields filled in."""
     try:
@@ -54,7 +44,6 @@ def text(lang: str, key: str, **fields: Any) -> str:
     return template.format_map(fields) if fields else template
 
 
-
 def say(lang: str, key: str, **fields: Any) -> str | None:
     """Like ``text``, but None when a field is missing: a sentence is left out rather than printed with a gap."""
     if any(v is None or v == "" for v in fields.values()):
@@ -62,10 +51,8 @@ def say(lang: str, key: str, **fields: Any) -> str | None:
     return text(lang, key, **fields)
 
 
-
 def _missing(x: Any) -> bool:
     return x is None or (isinstance(x, float) and not math.isfinite(x))
-
 
 
 def number(x: Any, lang: str, digits: int = 1, style: str = "plain") -> str | None:
@@ -90,15 +77,12 @@ def number(x: Any, lang: str, digits: int = 1, style: str = "plain") -> str | No
     return format_decimal(value, pattern, locale=locale)
 
 
-
 def p_text(p: float | None) -> str | None:
     """'<0.001' or '=0.012' (follows a 'p')."""
     return None if _missing(p) else ("<0.001" if p < 0.001 else f"={p:.3f}")
 
 
-
 _MONTHS_EN = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
-
 
 
 def period(label: str, lang: str) -> str:
@@ -114,7 +98,6 @@ def period(label: str, lang: str) -> str:
         return f"{_MONTHS_EN[m1 - 1]} {y1}"
     start = _MONTHS_EN[m1 - 1] if y1 == y2 else f"{_MONTHS_EN[m1 - 1]} {y1}"
     return f"{start}–{_MONTHS_EN[m2 - 1]} {y2}"
-
 
 
 @lru_cache(maxsize=2)
@@ -138,10 +121,8 @@ def _environment(lang: str):
     return env
 
 
-
 def render(template: str, lang: str, **fields: Any) -> str:
     return _environment(lang).get_template(template).render(**fields)
-
 
 
 def _markup(html: str | None):

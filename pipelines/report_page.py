@@ -23,9 +23,7 @@ class Section(str):
         return obj
 
 
-
 TOC_KEY = "koe_section"  # display-output metadata naming a section for the contents bar
-
 
 
 def show(*items: Any) -> None:
@@ -40,7 +38,6 @@ def show(*items: Any) -> None:
             display(HTML(item), metadata={TOC_KEY: {"anchor": item.anchor, "title": item.title}})
         else:
             display(HTML(item) if isinstance(item, str) else item)
-
 
 
 def embedded_font_css(text: str) -> str:
@@ -76,7 +73,6 @@ def embedded_font_css(text: str) -> str:
             f'src: url(data:font/woff;base64,{data}) format("woff"); }}</style>')
 
 
-
 def contents(nb) -> list[tuple[str, str]]:
     """(anchor, title) of every section the executed notebook showed, in page order."""
     out = []
@@ -86,7 +82,6 @@ def contents(nb) -> list[tuple[str, str]]:
             if entry and entry.get("anchor") and entry.get("title"):
                 out.append((str(entry["anchor"]), str(entry["title"])))
     return out
-
 
 
 def html_page(executed_notebook: str | Path, lang: str = "ja", title: str | None = None) -> str:

@@ -17,16 +17,13 @@ import polars as pl
 
 
 _TAG = r"<[^>\n]{0,2000}>"
-
 # Zero-width and bidi marks, the BOM, and every C0/C1 control except tab and line feed (whitespace rules handle those).
 _INVISIBLE = r"[\u200b-\u200f\u202a-\u202e\u2060-\u2064\ufeff\x00-\x08\x0b-\x1f\x7f-\x9f]"
-
 
 
 def _unescape(text: str) -> str:
     """Every HTML entity, named or numeric (&rsquo; &#039; &#x2019;), twice for double encoding (&amp;lt;)."""
     return html.unescape(html.unescape(text)) if "&" in text else text
-
 
 
 def normalise_text(text: pl.Expr) -> pl.Expr:
@@ -44,7 +41,6 @@ def normalise_text(text: pl.Expr) -> pl.Expr:
     )
 
 
-
 def _patch(values: pl.Series, mask: pl.Series, rule) -> pl.Series:
     """Apply ``rule`` (Expr → Expr) only where ``mask`` holds: most texts need none of the rarer rules."""
     idx = mask.arg_true()
@@ -52,7 +48,6 @@ def _patch(values: pl.Series, mask: pl.Series, rule) -> pl.Series:
         return values
     changed = values.gather(idx).to_frame("t").select(rule(pl.col("t"))).to_series()
     return values.scatter(idx, changed)
-
 
 
 @functools.lru_cache(maxsize=1)
@@ -79,7 +74,6 @@ def _nfkc_unstable() -> str:
     return "[" + "".join(re.escape(chr(a)) + (f"-{re.escape(chr(b))}" if b > a else "") for a, b in ranges) + "]"
 
 
-
 def normalise_series(text: pl.Series) -> pl.Series:
     """normalise_text for a whole column: one scan finds the texts any rule would change (characters NFKC
     maps, "&" or "<", invisible characters, whitespace other than single inner spaces); only those are
@@ -87,7 +81,6 @@ def normalise_series(text: pl.Series) -> pl.Series:
     out = text.fill_null("")
     needs = f"{_nfkc_unstable()}|[&<]|{_INVISIBLE}|\\s\\s|[^\\S ]|^\\s|\\s$"
     return _patch(out, out.str.contains(needs), normalise_text)
-
 
 
 def nfkc_series(values: pl.Series) -> pl.Series:
@@ -99,11 +92,8 @@ def nfkc_series(values: pl.Series) -> pl.Series:
 # ---------------------------------------------------------------- language
 
 _LID_MODEL = None
-
 _KANA = r"[\p{Hiragana}\p{Katakana}]"
-
 LID_MAX_CHARS = 48  # the language is settled by a text's start; distinct starts are few, so this is fast
-
 
 
 def _lid_model():
@@ -115,7 +105,6 @@ def _lid_model():
 
         _LID_MODEL = fasttext.load_model(str(_LOCAL_SMALL_MODEL_PATH))
     return _LID_MODEL
-
 
 
 def detect_language(text: pl.Series) -> pl.Series:
@@ -154,7 +143,6 @@ def text_status(text: pl.Expr, non_answers: list[str]) -> pl.Expr:
         .when(key.is_in(na) | (key.str.len_chars() == 0)).then(pl.lit("non_answer"))
         .otherwise(pl.lit("ok"))
     )
-
 
 
 def text_status_series(text: pl.Series, non_answers: list[str]) -> pl.Series:
