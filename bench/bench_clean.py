@@ -32,7 +32,7 @@ ROOT = Path(__file__).resolve().parent.parent
 def survey_params(root: Path):
     import yaml
 
-    from pipelines.clean import CleanParams
+    from pipelines.schema import CleanParams
 
     p = CleanParams.model_validate(yaml.safe_load((ROOT / "params.yaml").read_text(encoding="utf-8"))["clean"])
     survey = p.surveys[0].model_copy(update={"path": "raw/survey_*.csv"})
@@ -60,17 +60,17 @@ def run_koe(root: Path) -> dict:
 def run_pandas(root: Path) -> dict:
     import pandas as pd
 
-    from pipelines import clean
+    from pipelines import pii, readers, textnorm
 
     params = survey_params(root)
     src = params.surveys[0]
     cols = src.columns
     tz = ZoneInfo(src.timezone)
     non_answers = {s.lower().rstrip("。、.!！?？ ") for s in params.non_answers}
-    patterns = [(kind, re.compile(rx)) for kind, rx in clean.REDACTIONS]
-    tag, invisible, space = re.compile(clean._TAG), re.compile(clean._INVISIBLE), re.compile(r"\s+")
+    patterns = [(kind, re.compile(rx)) for kind, rx in pii.REDACTIONS]
+    tag, invisible, space = re.compile(textnorm._TAG), re.compile(textnorm._INVISIBLE), re.compile(r"\s+")
     kana = re.compile(r"[\u3040-\u30ff]")
-    lid = clean._lid_model()
+    lid = textnorm._lid_model()
 
     def normalise(text: str) -> str:
         text = unicodedata.normalize("NFKC", text or "")
@@ -81,7 +81,7 @@ def run_pandas(root: Path) -> dict:
         kinds = []
         for kind, rx in patterns:
             if kind == "CARD":
-                new = rx.sub(lambda m: "[CARD]" if clean._luhn_ok(m.group()) else m.group(), text)
+                new = rx.sub(lambda m: "[CARD]" if pii._luhn_ok(m.group()) else m.group(), text)
             else:
                 new = rx.sub(f"[{kind}]", text)
             if new != text:
@@ -96,7 +96,7 @@ def run_pandas(root: Path) -> dict:
             return "ja"
         if not any(c.isalpha() for c in text):
             return "other"
-        code = lid.predict(text[: clean.LID_MAX_CHARS], k=1)[0][0].removeprefix("__label__")
+        code = lid.predict(text[: textnorm.LID_MAX_CHARS], k=1)[0][0].removeprefix("__label__")
         return code if code in ("ja", "en") else "other"
 
     def status(text: str) -> str:
@@ -127,7 +127,7 @@ def run_pandas(root: Path) -> dict:
     start = time.perf_counter()
     frames = []
     for path in sorted((root / "raw").glob("survey_*.csv")):
-        text, _ = clean.decode(path.read_bytes(), str(path))
+        text, _ = readers.decode(path.read_bytes(), str(path))
         df = pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False, on_bad_lines="skip", skip_blank_lines=True)
         df["file"] = path.name
         frames.append(df)

@@ -147,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as e:  # one clear line for cron logs; the traceback is in the failed notebook
         from pipelines.params import ParamsError
         from pipelines.runner import StageFailed
-        from pipelines.clean import InputError
+        from pipelines.readers import InputError
 
         if isinstance(e, (ParamsError, StageFailed, InputError, FileNotFoundError)):
             print(f"koe: error: {e}", file=sys.stderr)

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import polars as pl
 
-from pipelines import clean
+from pipelines import parsing, readers, schema
 
 Role = str  # response_id | customer_id | timestamp | nps | csat | ces | rating | text | segment | ignored
 
@@ -124,29 +124,29 @@ def detect_preset(headers: list[str], first_rows: list[list[str]]) -> tuple[str 
     return None, 1
 
 
-def _read(path: Path) -> tuple[clean.RawTable, str, str, str | None, int, list[str]]:
+def _read(path: Path) -> tuple[readers.RawTable, str, str, str | None, int, list[str]]:
     """(table, format, encoding, preset, header rows, question texts) of one survey export."""
     rel = path.name
     ext = path.suffix.lower().lstrip(".")
-    fmt = {"txt": "tsv", "ndjson": "jsonl", "xlsm": "xlsx"}.get(ext, ext if ext in clean.FORMATS else "csv")
+    fmt = {"txt": "tsv", "ndjson": "jsonl", "xlsm": "xlsx"}.get(ext, ext if ext in schema.FORMATS else "csv")
     data = path.read_bytes()
     if fmt == "xlsx":
-        return clean.read_xlsx(data, rel, None, 1), fmt, "binary", None, 1, []
+        return readers.read_xlsx(data, rel, None, 1), fmt, "binary", None, 1, []
     if fmt == "parquet":
-        return clean.read_parquet(data, rel), fmt, "binary", None, 1, []
+        return readers.read_parquet(data, rel), fmt, "binary", None, 1, []
     if not data or data.isspace():
-        raise clean.InputError(f"{path}: empty file")
-    text, enc = clean.decode(data, str(path))
+        raise readers.InputError(f"{path}: empty file")
+    text, enc = readers.decode(data, str(path))
     if fmt == "jsonl":
-        return clean.read_jsonl(text, rel), fmt, enc, None, 1, []
+        return readers.read_jsonl(text, rel), fmt, enc, None, 1, []
     first_line = text.split("\n", 1)[0]
     if fmt == "csv" and first_line.count("\t") > first_line.count(","):
         fmt = "tsv"
     sep = "\t" if fmt == "tsv" else ","
-    probe = clean.read_delimited_python("\n".join(text.split("\n", 12)[:12]), rel, sep, 1) if text.count("\n") else None
+    probe = readers.read_delimited_python("\n".join(text.split("\n", 12)[:12]), rel, sep, 1) if text.count("\n") else None
     first_rows = [[probe.frame[c][i] or "" for c in probe.frame.columns[1:]] for i in range(min(2, len(probe.frame)))] if probe else []
     preset, header_rows = detect_preset(probe.headers[0] if probe else [], first_rows)
-    table = clean.read_delimited(text, rel, sep, header_rows)
+    table = readers.read_delimited(text, rel, sep, header_rows)
     questions = table.headers[1] if preset == "qualtrics" else []
     return table, fmt, enc, preset, header_rows, questions
 
@@ -158,7 +158,7 @@ def _timestamp_reading(values: pl.Series, header: str) -> tuple[float, str, str]
     n = len(values)
     shares: dict[str, float] = {}
     s = values.str.normalize("NFKC").str.strip_chars()
-    for fmt in dict.fromkeys(clean.AUTO_FORMATS + ["%m/%d/%Y %I:%M:%S %p", "%m/%d/%Y %H:%M", "%d/%m/%Y %H:%M"]):
+    for fmt in dict.fromkeys(parsing.AUTO_FORMATS + ["%m/%d/%Y %I:%M:%S %p", "%m/%d/%Y %H:%M", "%d/%m/%Y %H:%M"]):
         ok = s.str.to_datetime(fmt, strict=False, time_unit="us").is_not_null().sum() / n
         if ok > 0:
             shares[fmt] = ok
@@ -169,7 +169,7 @@ def _timestamp_reading(values: pl.Series, header: str) -> tuple[float, str, str]
         shares["excel"] = in_range
     if not shares:
         return 0.0, "", "no date/time format matches"
-    parsed = clean.parse_timestamp_series(values, "auto", "UTC").is_not_null().sum() / n
+    parsed = parsing.parse_timestamp_series(values, "auto", "UTC").is_not_null().sum() / n
     if "excel" in shares:
         parsed = max(parsed, shares["excel"])
     best = max(shares, key=shares.get)
@@ -333,12 +333,12 @@ def inspect_file(path: str | Path) -> ExportInspection:
     """Read one export and guess every column's role (see the module docstring)."""
     path = Path(path)
     if path.suffix.lower() in (".jsonl", ".ndjson"):
-        text, enc = clean.decode(path.read_bytes(), str(path))
+        text, enc = readers.decode(path.read_bytes(), str(path))
         first = next((json.loads(line) for line in text.splitlines() if line.strip() and _is_json(line)), None)
         if isinstance(first, dict) and ZENDESK_KEYS <= set(first):
             return _inspect_tickets(path, text, enc)
     table, fmt, enc, preset, header_rows, questions = _read(path)
-    names = clean.column_names(table.headers, preset)
+    names = readers.column_names(table.headers, preset)
     frame = table.frame.head(SAMPLE_ROWS)
     rows = len(frame)
     guesses = [
@@ -358,9 +358,9 @@ def inspect_file(path: str | Path) -> ExportInspection:
     ts = next((g for g in guesses if g.role == "timestamp"), None)
     if ts is not None:
         col = frame[f"c{names.index(ts.name)}"]
-        parsed = clean.parse_timestamp_series(col, ts.timestamp_format or "auto", "UTC")
+        parsed = parsing.parse_timestamp_series(col, ts.timestamp_format or "auto", "UTC")
         if ts.timestamp_format == "excel" and parsed.is_null().all():
-            parsed = clean.parse_timestamp_series(col, "auto", "UTC")
+            parsed = parsing.parse_timestamp_series(col, "auto", "UTC")
         days = parsed.drop_nulls().dt.date()
         span = (days.min(), days.max()) if len(days) else None
     language = _language([frame[f"c{names.index(g.name)}"].fill_null("") for g in guesses if g.role == "text"])

@@ -305,7 +305,8 @@ INDEX_TEXT = {
 def render_index(root: Path, params: KoeParams) -> str:
     """reports/index.html: every published run newest first with its headline KPIs; escaped and self-contained."""
     from pipelines import kpi_registry
-    from pipelines.report import VERDICT_COLOURS, embedded_font_css, period, text
+    from pipelines.report_format import VERDICT_COLOURS, period, text
+    from pipelines.report_page import embedded_font_css
 
     lang = params.report.lang
     tx, e = INDEX_TEXT[lang], html.escape

@@ -16,7 +16,8 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 from pathlib import Path
 
-from pipelines.demo import _CORE, NEG, POS, THEMES
+from pipelines.demo_text import _CORE
+from pipelines.demo_world import NEG, POS, THEMES
 
 EXCEL_EPOCH = datetime(1899, 12, 30)
 

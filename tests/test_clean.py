@@ -12,9 +12,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipelines import clean
+from pipelines import clean, parsing, pii, readers, schema, textnorm
 from pipelines.io import write_result
-from pipelines.clean import CleanParams, InputError, SurveyColumns, SurveySource, TicketSource
+from pipelines.readers import InputError
+from pipelines.schema import CleanParams, SurveyColumns, SurveySource, TicketSource
 
 HEADER = "回答ID,顧客ID,回答日時,推奨度,満足度,ご意見・ご要望,ペルソナ,チャネル,製品ライン,ジャーニー"
 COLUMNS = SurveyColumns(response_id="回答ID", customer_id="顧客ID", timestamp="回答日時", nps="推奨度", csat="満足度",
@@ -64,7 +65,7 @@ def test_undecodable_file_names_file_and_byte_offset(tmp_path):
     with pytest.raises(InputError, match=r"raw/bad.csv: .*offset \d+"):
         clean.run(params(), tmp_path)
     with pytest.raises(InputError, match=rf"raw/bad.csv: not valid utf-8: bytes ff at byte offset {len(good) + 6}, line 3; "):
-        clean.decode((tmp_path / "raw" / "bad.csv").read_bytes(), "raw/bad.csv", "utf-8")
+        readers.decode((tmp_path / "raw" / "bad.csv").read_bytes(), "raw/bad.csv", "utf-8")
 
 
 def test_rules_quarantine_and_invariant(tmp_path):
@@ -108,7 +109,7 @@ def test_personal_data_never_leaves_the_stage(tmp_path):
 
 def test_card_like_numbers_need_a_valid_luhn_checksum():
     frame = pl.DataFrame({"t": ["注文番号 1234 5678 9012 3456", "カード 4111 1111 1111 1111"]})
-    out = clean.redact(frame, "t")
+    out = pii.redact(frame, "t")
     assert out["t"].to_list()[1] == "カード [CARD]"
     assert "[CARD]" not in out["t"].to_list()[0]
 
@@ -130,7 +131,7 @@ def test_empty_file_and_no_files_are_clear_errors(tmp_path):
 
 def test_html_is_stripped_and_script_text_is_inert():
     frame = pl.DataFrame({"t": ['<script>alert("koe")</script>使いにくい', "A&amp;B&nbsp;&lt;b&gt;", "ゼロ\u200b幅\u3000 空白\n改行"]})
-    out = frame.select(clean.normalise_text(pl.col("t")))["t"].to_list()
+    out = frame.select(textnorm.normalise_text(pl.col("t")))["t"].to_list()
     assert out == ['alert("koe") 使いにくい', "A&B", "ゼロ幅 空白 改行"]
 
 
@@ -171,7 +172,7 @@ def test_rows_in_equals_kept_plus_quarantined(rows):
         fields = [rid, "C", ts, nps, "3", text, "シニア", "app", "スマート照明", "使用"][:width] + [""] * max(0, width - 10)
         records.append((i, fields))
     p = params()
-    raw = clean.records_table([f for _, f in records], [header], "test")
+    raw = readers.records_table([f for _, f in records], [header], "test")
     fb, q = clean.clean_survey(raw, p.surveys[0], "f.csv", p)
     assert fb["row"].n_unique() + len(q) == len(records) - raw.blank_lines
     assert set(fb["row"].to_list()).isdisjoint(q["row"].to_list())
@@ -180,8 +181,8 @@ def test_rows_in_equals_kept_plus_quarantined(rows):
 @settings(max_examples=200, deadline=None)
 @given(st.text(max_size=60))
 def test_normalisation_is_idempotent(text):
-    once = pl.DataFrame({"t": [text]}).select(clean.normalise_text(pl.col("t")))
-    twice = once.select(clean.normalise_text(pl.col("t")))
+    once = pl.DataFrame({"t": [text]}).select(textnorm.normalise_text(pl.col("t")))
+    twice = once.select(textnorm.normalise_text(pl.col("t")))
     assert once["t"][0] == twice["t"][0]
 
 
@@ -307,7 +308,7 @@ def test_json_lines_survey_with_bad_lines(tmp_path):
     ],
 )
 def test_timestamp_formats(value, fmt, expected_local):
-    out = pl.DataFrame({"t": [value]}).select(clean.parse_timestamp(pl.col("t"), fmt, "Asia/Tokyo").dt.convert_time_zone("Asia/Tokyo"))
+    out = pl.DataFrame({"t": [value]}).select(parsing.parse_timestamp(pl.col("t"), fmt, "Asia/Tokyo").dt.convert_time_zone("Asia/Tokyo"))
     got = out.item()
     assert (None if got is None else str(got.replace(tzinfo=None))) == expected_local
 
@@ -315,7 +316,7 @@ def test_timestamp_formats(value, fmt, expected_local):
 def test_language_detection_ja_en_other():
     texts = ["アプリが落ちる", "The app keeps crashing after the update", "最高の製品", "C'est beaucoup trop cher",
              "배송이 너무 느려요", "👍👍", "", "12345"]
-    assert clean.detect_language(pl.Series(texts)).to_list() == ["ja", "en", "ja", "other", "other", "other", "", "other"]
+    assert textnorm.detect_language(pl.Series(texts)).to_list() == ["ja", "en", "ja", "other", "other", "other", "", "other"]
 
 
 # ---------------------------------------------------------------- the bad-input corpus (tests/fixtures/clean/bad)
@@ -436,8 +437,8 @@ def test_fast_reader_matches_python_csv(rows, sep, terminator):
     writer.writerow(["h1", "h2", "h3"])
     writer.writerows(rows)
     text = buf.getvalue()
-    fast = clean.read_delimited(text, "f.csv", sep)
-    exact = clean.read_delimited_python(text, "f.csv", sep)
+    fast = readers.read_delimited(text, "f.csv", sep)
+    exact = readers.read_delimited_python(text, "f.csv", sep)
     assert fast.blank_lines == exact.blank_lines
     assert fast.frame["row"].to_list() == exact.frame["row"].to_list()
     assert fast.ragged.select("row", "n_fields").rows() == exact.ragged.select("row", "n_fields").rows()
@@ -450,13 +451,13 @@ def test_fast_reader_matches_python_csv(rows, sep, terminator):
 def test_column_fast_paths_equal_the_reference_rules(texts):
     """The column-wise rules (rare rules only where needed) give exactly what the plain expressions give."""
     frame = pl.DataFrame({"t": texts}, schema={"t": pl.String})
-    reference = frame.select(clean.normalise_text(pl.col("t")))["t"]
-    fast = clean.normalise_series(frame["t"])
+    reference = frame.select(textnorm.normalise_text(pl.col("t")))["t"]
+    fast = textnorm.normalise_series(frame["t"])
     assert fast.to_list() == reference.to_list()
-    na = clean.NON_ANSWERS_DEFAULT
-    assert clean.text_status_series(fast, na).to_list() == fast.to_frame().select(clean.text_status(pl.col("t"), na)).to_series().to_list()
-    both = clean.redact(fast.to_frame("t"), "t")
-    assert both.rows() == clean._redact_all(fast.to_frame("t"), "t").rows()
+    na = schema.NON_ANSWERS_DEFAULT
+    assert textnorm.text_status_series(fast, na).to_list() == fast.to_frame().select(textnorm.text_status(pl.col("t"), na)).to_series().to_list()
+    both = pii.redact(fast.to_frame("t"), "t")
+    assert both.rows() == pii._redact_all(fast.to_frame("t"), "t").rows()
 
 
 def test_a_respondent_repeating_a_comment_is_a_duplicate_verbatim(tmp_path):
@@ -476,9 +477,9 @@ def test_a_respondent_repeating_a_comment_is_a_duplicate_verbatim(tmp_path):
 def test_every_html_entity_is_decoded_numeric_named_and_double_encoded():
     frame = pl.DataFrame({"t": ["I can&#039;t log in", "it&rsquo;s slow &hellip;", "&#x2019;ok&#8217;", "&amp;rsquo;twice&amp;#039;",
                                 "caf&eacute; &lt;b&gt;bold&lt;/b&gt;"]})
-    assert frame.select(clean.normalise_text(pl.col("t")))["t"].to_list() == [
+    assert frame.select(textnorm.normalise_text(pl.col("t")))["t"].to_list() == [
         "I can't log in", "it’s slow ...", "’ok’", "’twice'", "café bold"]
-    assert clean.normalise_series(frame["t"]).to_list() == frame.select(clean.normalise_text(pl.col("t")))["t"].to_list()
+    assert textnorm.normalise_series(frame["t"]).to_list() == frame.select(textnorm.normalise_text(pl.col("t")))["t"].to_list()
 
 
 def test_a_text_rating_mapped_as_a_score_fails_naming_file_column_examples_and_fix(tmp_path):

@@ -15,14 +15,12 @@ import pytest
 
 from pipelines.demo import (
     HEADER,
-    NON_ANSWERS,
-    SCRIPT_VERBATIMS,
     SURVEY_FILES,
-    THEMES,
     TICKETS_FILE,
     DemoParams,
     generate,
 )
+from pipelines.demo_world import NON_ANSWERS, SCRIPT_VERBATIMS, THEMES
 
 TICKET_KEYS = {
     "id", "requester_id", "created_at", "first_reply_at", "solved_at", "status", "via", "product", "description"

@@ -13,7 +13,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from pipelines import clean, cli
+from pipelines import clean, cli, parsing
 from pipelines.inspect_export import inspect_file
 from pipelines.params import load
 from pipelines.shapes import SHAPES, write_shape
@@ -169,7 +169,7 @@ def test_init_writes_valid_params_and_clean_reads_the_shape(tmp_path, shape):
         assert _nps(fb["nps"].drop_nulls().to_list()) == pytest.approx(_nps(scores))
         first = min(float(r["Timestamp"]) for r in raw)
         assert str(fb["ts_utc"].dt.convert_time_zone("Asia/Tokyo").min())[:10] == str(
-            pl.Series([first]).map_elements(lambda d: str(clean._EXCEL_EPOCH + __import__("datetime").timedelta(days=d)), return_dtype=pl.String)[0])[:10]
+            pl.Series([first]).map_elements(lambda d: str(parsing._EXCEL_EPOCH + __import__("datetime").timedelta(days=d)), return_dtype=pl.String)[0])[:10]
 
 
 def test_dry_run_writes_nothing_and_outside_files_are_copied_into_data_raw(tmp_path, capsys):

@@ -14,7 +14,7 @@ import numpy as np
 import polars as pl
 import pytest
 
-from pipelines import kpis, report
+from pipelines import kpis, report, report_charts, report_data, report_findings, report_format, report_page
 from pipelines.params import load as load_params
 from pipelines.tables import FEEDBACK_SCHEMA, TICKETS_SCHEMA
 
@@ -84,7 +84,7 @@ def _topics(feedback: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
 def build(root: Path, *, lang: str = "ja", nps: bool = True, tickets: bool = True, start: date = date(2026, 1, 1),
           end: date = date(2026, 9, 1), programme_date: date = date(2026, 5, 1), personas: list[str] | None = None,
           n: int = 1600, drop_programme: bool = False, old_drivers: bool = False, max_segment_values: int = 12
-          ) -> report.Context:
+          ) -> report_data.Context:
     """Write every input of the report under ``root`` (real kpis stage on small tables) and load it."""
     rng = np.random.default_rng(7)
     personas = personas or ["若年", "シニア", EVIL]
@@ -120,10 +120,10 @@ def build(root: Path, *, lang: str = "ja", nps: bool = True, tickets: bool = Tru
     (root / "reports/metrics/topics.json").write_text(json.dumps({"stale_curation_ids": [9]}), encoding="utf-8")
     project = PROJECT.model_copy(update={"kpis": kp})
     params = report.ReportParams(lang=lang, max_segment_values=max_segment_values)
-    return report.load(params, root, project)
+    return report_data.load(params, root, project)
 
 
-def page(ctx: report.Context) -> str:
+def page(ctx: report_data.Context) -> str:
     info = {"data window": "2026-01 – 2026-08", "programme date": None, "generated": "2026-09-01 00:00 UTC"}
     return "".join([report.header_html(ctx, info), report.summary_html(ctx), report.tiles_html(ctx),
                     report.shift_table_html(ctx), report.topics_html(ctx), report.quality_html(ctx),
@@ -161,7 +161,7 @@ def test_demo_like_full_case(tmp_path):
     assert "補正後の有意性は不明" not in html
     # topic effects are the drivers table's numbers, not recomputed
     d = ctx.drivers.filter(pl.col("topic") == 2).row(0, named=True)
-    assert f"<b>{report.number(d['nps_diff'], 'ja', 1, 'signed')}</b>" in html and d["nps_significant"]
+    assert f"<b>{report_format.number(d['nps_diff'], 'ja', 1, 'signed')}</b>" in html and d["nps_significant"]
     # data quality lists what the stages skipped, and why
     assert "column ces not mapped" in html and "トピックID 9" in html
 
@@ -174,7 +174,7 @@ def test_no_nps_in_english(tmp_path):
     assert nps_rows["est_b"].is_null().all() and nps_rows["diff"].is_null().all()
     assert ">NPS<" not in html and "NPS (" not in html and "NPS impact" not in html  # no NPS tiles, sentences, column
     assert "CSAT mean" in html and findings_of(html)
-    assert report.plot_nps_trend(ctx) is None and report.nps_takeaway(ctx) == ""
+    assert report_charts.plot_nps_trend(ctx) is None and report_findings.nps_takeaway(ctx) == ""
 
 
 def test_no_tickets(tmp_path):
@@ -261,24 +261,24 @@ def test_rendered_file_is_self_contained(tmp_path):
 # ------------------------------------------------------------------ words, numbers and the catalogue
 
 def test_catalogue_has_both_languages_and_no_language_branches_in_code():
-    strings = report.catalogue()
+    strings = report_format.catalogue()
     assert all(set(v) == {"ja", "en"} for v in strings.values())
-    source = (ROOT / "pipelines/report.py").read_text(encoding="utf-8")
+    source = "".join(p.read_text(encoding="utf-8") for p in sorted((ROOT / "pipelines").glob("report*.py")))
     assert 'lang == "ja"' not in source.replace('if lang == "ja":\n        end', "")  # period() spells dates per calendar
     assert not re.search(r"KPI_NAMES|KPI_ORDER", source)
 
 
 def test_number_format_is_locale_aware_and_counts_are_integers():
-    assert report.number(12345.678, "ja", 1) == "12,345.7" and report.number(12345.678, "en", 1) == "12,345.7"
-    assert report.number(-3.25, "en", 1, "signed") == "-3.2" and report.number(19.3, "ja", 1, "signed") == "+19.3"
-    assert report.number(1234.0, "en", style="count") == "1,234"
-    assert report.number(-0.01, "ja", 1, "signed") == "±0.0" and report.number(-0.4, "en", 0, "signed") == "±0"
-    assert report.number(0.345, "ja", 1, "percent") == "34.5%"
-    assert report.number(None, "ja") is None and report.number(float("nan"), "en") is None
+    assert report_format.number(12345.678, "ja", 1) == "12,345.7" and report_format.number(12345.678, "en", 1) == "12,345.7"
+    assert report_format.number(-3.25, "en", 1, "signed") == "-3.2" and report_format.number(19.3, "ja", 1, "signed") == "+19.3"
+    assert report_format.number(1234.0, "en", style="count") == "1,234"
+    assert report_format.number(-0.01, "ja", 1, "signed") == "±0.0" and report_format.number(-0.4, "en", 0, "signed") == "±0"
+    assert report_format.number(0.345, "ja", 1, "percent") == "34.5%"
+    assert report_format.number(None, "ja") is None and report_format.number(float("nan"), "en") is None
 
 
 def test_a_sentence_with_a_missing_number_is_left_out():
-    assert report.say("en", "takeaway.programme", kpi="NPS", diff=None, verdict="improved") is None
+    assert report_format.say("en", "takeaway.programme", kpi="NPS", diff=None, verdict="improved") is None
 
 
 # ------------------------------------------------------------------ fragments on hand-made tables
@@ -313,15 +313,15 @@ def ctx_factory():
     sentiment = pl.DataFrame({"source": "survey", "level": "topic", "value": ["0", "1", "2"], "net_sentiment": [35.0, 5.0, -80.0],
                               "ci_low": [20.0, -30.0, -90.0], "ci_high": [50.0, 40.0, -65.0], "enough": [True, False, True]})
 
-    def make(lang: str) -> report.Context:
-        return report.Context(params=report.ReportParams(lang=lang), clean_metrics=clean, topics=topics, tests=tests,
+    def make(lang: str) -> report_data.Context:
+        return report_data.Context(params=report.ReportParams(lang=lang), clean_metrics=clean, topics=topics, tests=tests,
                               monthly=pl.DataFrame(), drivers=drivers, sentiment_net=sentiment,
                               alerts=[{"kpi": "nps", "segment_col": "all", "segment_value": "all", "diff": -22.1}])
     return make
 
 
 def test_summary_leads_with_the_latest_window_and_states_uncertainty(ctx_factory):
-    ja, en = report.executive_findings(ctx_factory("ja")), report.executive_findings(ctx_factory("en"))
+    ja, en = report_findings.executive_findings(ctx_factory("ja")), report_findings.executive_findings(ctx_factory("en"))
     assert 3 <= len(ja) <= 5 and len(ja) == len(en)
     assert "2026年9月〜10月" in ja[0] and "悪化しました" in ja[0] and "95%信頼区間 -26.1〜-18.1" in ja[0]
     assert "Sep–Oct 2026" in en[0] and "significant after correcting for 5 comparisons" in en[0]
@@ -359,13 +359,13 @@ def test_topic_effects_come_from_the_drivers_table(ctx_factory):
     ("whatever", "whatever", "whatever"),
 ])
 def test_period_formats(label, ja, en):
-    assert report.period(label, "ja") == ja and report.period(label, "en") == en
+    assert report_format.period(label, "ja") == ja and report_format.period(label, "en") == en
 
 
 def test_font_subset_covers_the_page_text():
-    css = report.embedded_font_css("<h2>エグゼクティブサマリー</h2>")
+    css = report_page.embedded_font_css("<h2>エグゼクティブサマリー</h2>")
     assert css.startswith("<style") and "data:font/woff;base64," in css and len(css) < 60_000
-    assert report.embedded_font_css("ascii only") == ""
+    assert report_page.embedded_font_css("ascii only") == ""
 
 
 def test_topics_show_net_sentiment_or_say_too_few(ctx_factory):
@@ -381,7 +381,7 @@ def test_segment_names_come_from_the_mapping_including_a_source_own_segments():
     clean = CleanParams.model_validate({"surveys": [{
         "name": "s", "path": "data/raw/x.csv", "columns": {"response_id": "回答ID", "timestamp": "回答日", "channel": "経路"},
         "text_columns": {"comment": "ご意見"}, "segments": {"age_band": "年代"}}]})
-    assert report.segment_names(clean) == {"channel": "経路", "age_band": "年代"}
+    assert report_data.segment_names(clean) == {"channel": "経路", "age_band": "年代"}
 
 
 def test_english_report_names_topics_and_segments_in_english(tmp_path):
@@ -391,22 +391,22 @@ def test_english_report_names_topics_and_segments_in_english(tmp_path):
         pl.Series("label_en", [None, "ease of use", None, None], dtype=pl.String),
         pl.Series("words_en", [[], ["easy"], ["support", "staff"], []], dtype=pl.List(pl.String)))
     rows = {r["topic"]: r for r in ctx.topics.iter_rows(named=True)}
-    assert report.topic_label(ctx, rows[0]) == "ease of use"  # labels_en / label_en first
-    assert report.topic_label(ctx, rows[1]) == "support, staff"  # else the English words
-    assert report.topic_label(ctx, rows[2]) == EVIL  # else the label as it is
-    assert report._segment(ctx, "journey", "使用") == "Journey = use"
-    assert report._segment(ctx, "persona", "共働き") == "Persona = 共働き"  # unmapped: shown as exported
+    assert report_data.topic_label(ctx, rows[0]) == "ease of use"  # labels_en / label_en first
+    assert report_data.topic_label(ctx, rows[1]) == "support, staff"  # else the English words
+    assert report_data.topic_label(ctx, rows[2]) == EVIL  # else the label as it is
+    assert report_data._segment(ctx, "journey", "使用") == "Journey = use"
+    assert report_data._segment(ctx, "persona", "共働き") == "Persona = 共働き"  # unmapped: shown as exported
     html = report.topics_html(ctx)
     assert "ease of use" in html and "使いやすさ" not in html and "support, staff" in html
     ja = dataclasses.replace(ctx, params=ctx.params.model_copy(update={"lang": "ja"}))
-    assert "使いやすさ" in report.topics_html(ja) and report._segment(ja, "journey", "使用").endswith("= 使用")
+    assert "使いやすさ" in report.topics_html(ja) and report_data._segment(ja, "journey", "使用").endswith("= 使用")
 
 
 def test_sections_carry_their_anchor_for_the_contents_bar(tmp_path):
     ctx = build(tmp_path)
     sections = [report.summary_html(ctx), report.tiles_html(ctx), report.shift_table_html(ctx), report.topics_html(ctx),
                 report.quality_html(ctx)]
-    assert all(isinstance(s, report.Section) for s in sections)
+    assert all(isinstance(s, report_page.Section) for s in sections)
     for s in sections:
         assert f'<section id="{s.anchor}"' in s and s.title
     assert len({s.anchor for s in sections}) == len(sections)

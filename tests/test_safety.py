@@ -22,8 +22,9 @@ import polars as pl
 import pytest
 import yaml
 
-from pipelines import clean, inspect_export, schedule, semantic
-from pipelines.clean import CleanParams, InputError, SurveyColumns, SurveySource, TicketSource
+from pipelines import clean, inspect_export, pii, readers, schedule, semantic
+from pipelines.readers import InputError
+from pipelines.schema import CleanParams, SurveyColumns, SurveySource, TicketSource
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -156,11 +157,11 @@ def test_the_cp932_offset_is_the_bad_bytes_even_with_japanese_headers():
     data = _cp932_with_bad_sequence()
     offset = data.index(b"\x81\x20")
     with pytest.raises(InputError, match=rf"byte offset {offset}, line 3"):
-        clean.decode(data, "x.csv")
+        readers.decode(data, "x.csv")
     assert offset == 201
     # an ASCII file with a lone 0x80: CP932 would read it as U+0080, but Shift_JIS never writes that byte
     with pytest.raises(InputError, match=r"x.csv: not valid utf-8 \(also tried cp932, euc-jp\): bytes 80 at byte offset 15, line 2"):
-        clean.decode(b"id,text\nR1,bad \x80 byte\n", "x.csv")
+        readers.decode(b"id,text\nR1,bad \x80 byte\n", "x.csv")
 
 
 def test_koe_init_refuses_the_same_bytes_with_the_same_message(tmp_path):
@@ -421,7 +422,7 @@ def _variants(value: str) -> set[str]:
     import unicodedata
 
     nfkc = unicodedata.normalize("NFKC", value)
-    folded = re.sub(f"[{clean.DASHES}]", "-", nfkc)
+    folded = re.sub(f"[{pii.DASHES}]", "-", nfkc)
     return {value, nfkc, folded, folded.replace(" ", "")}
 
 
