@@ -66,7 +66,7 @@ def redact(frame: pl.DataFrame, column: str, extra: dict[str, str] | None = None
 def _redact_all(frame: pl.DataFrame, column: str, extra: dict[str, str] | None = None) -> pl.DataFrame:
     kinds = list(REDACTIONS) + list((extra or {}).items())
     found: list[pl.Expr] = []
-    out = frame.with_columns(_redact_view(pl.col(column)).alias(column))
+    out = frame.with_columns(pl.col(column).alias("_original"), _redact_view(pl.col(column)).alias(column))
     for kind, pattern in kinds:
         col = pl.col(column)
         if kind == "CARD":
@@ -87,9 +87,11 @@ def _redact_all(frame: pl.DataFrame, column: str, extra: dict[str, str] | None =
                 col.str.replace_all(pattern, f"[{kind}]").alias(column),
             )
         found.append(pl.when(pl.col(f"_r_{kind}")).then(pl.lit(kind)))
+    out = out.with_columns(pl.concat_str(found, separator=",", ignore_nulls=True).fill_null("").alias("redactions"))
+    # A text with nothing redacted stays as written: the NFKC view is only for matching.
     return out.with_columns(
-        pl.concat_str(found, separator=",", ignore_nulls=True).fill_null("").alias("redactions")
-    ).drop([f"_r_{k}" for k, _ in kinds])
+        pl.when(pl.col("redactions") == "").then(pl.col("_original")).otherwise(pl.col(column)).alias(column)
+    ).drop([f"_r_{k}" for k, _ in kinds] + ["_original"])
 
 
 def redact_fields(frame: pl.DataFrame, columns: list[str], extra: dict[str, str] | None = None,
