@@ -19,6 +19,7 @@ process: they are seconds at 1M rows (bench/run.py) or fitted on a sample.
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 from collections.abc import Callable, Sequence
@@ -173,6 +174,7 @@ def connect(params: EngineParams):
     if params.address:
         return Client(params.address, timeout=params.connect_timeout_s), None
     # One task at a time per worker process; the stage's `threads` are each task's BLAS/onnxruntime threads.
+    # silence_logs: the cluster's INFO lines would bury the stage's progress lines under `dvc repro`.
     cluster = LocalCluster(n_workers=params.n_workers, threads_per_worker=1, processes=True, dashboard_address=None,
-                           memory_limit=params.memory_limit)
+                           memory_limit=params.memory_limit, silence_logs=logging.WARNING)
     return Client(cluster), cluster
