@@ -128,7 +128,9 @@ def note(case: str, r: dict, seen: dict[str, float]) -> str:
         return "all stages skipped" if r.get("skipped") else "SOMETHING RE-RAN"
     if case in ("et1m", "et1m_dask"):
         d = r["detail"]
-        ratio = f", {r['wall_s'] / local:.2f}x local" if case == "et1m_dask" and (local := seen.get("et1m")) else ""
+        # The local figure: et1m, or topics100k's cold embed + topics when et1m runs at 100,000 responses.
+        local = seen.get("et1m") or (seen.get("topics100k") if d["responses"] == 100_000 else None)
+        ratio = f", {r['wall_s'] / local:.2f}x local" if case == "et1m_dask" and local else ""
         return (f"{d['engine']}: embed {d['embed_s']} s ({d['embed_texts_per_s']}/s of {d['unique_texts']:,} texts), "
                 f"topics {d['topics_s']} s (fit {d['fitted_verbatims']:,}, {d['verbatims']:,} assigned){ratio}")
     if case == "topics100k":
