@@ -10,6 +10,9 @@ Cases:
   noop      `dvc repro` again on the same workspace (nothing changed)
   topics100k  bench/bench_topics.py at 100,000 responses: embed + topics cold, and a re-clustering re-run
   clean1m   bench/bench_clean.py at 1,000,000 responses (koe only)
+  et1m      bench/bench_topics.py at 1,000,000 responses, embed + topics cold, engine local (no re-run)
+  et1m_dask the same with engine dask on a LocalCluster of --dask-workers processes on this machine: its ratio to
+            et1m is Dask's overhead (1 worker: the same threads as local, so bit-identical results too)
   e2e1m     `dvc repro` from scratch on 1,000,000 responses
 Each case runs in its own child process, so "peak RSS" is the largest process of that case alone (the stage
 processes and kernels included). The load average is printed beside each figure: the machine may be shared.
@@ -34,7 +37,7 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 LIGHT = ("small", "noop")
-HEAVY = ("topics100k", "clean1m", "e2e1m")
+HEAVY = ("topics100k", "clean1m", "et1m", "et1m_dask", "e2e1m")
 STAGE_LINE = re.compile(r"koe: stage (\w+): ([\d.]+) s \(start-up ([\d.]+) s, notebook cells ([\d.]+) s\)")
 
 
@@ -97,6 +100,13 @@ def child(case: str, args: argparse.Namespace) -> dict:
             wall, log = _run([sys.executable, str(ROOT / "bench/bench_topics.py"), "--sizes", "100000"], ROOT)
             detail = json.loads([line for line in log.splitlines() if line.startswith("{")][-1])
             out = {"wall_s": detail["embed_s"] + detail["topics_s"], "load": (load0, _load()), "detail": detail}
+        elif case in ("et1m", "et1m_dask"):
+            load0 = _load()
+            engine = ["--engine", "dask", "--n-workers", str(args.dask_workers)] if case == "et1m_dask" else []
+            wall, log = _run([sys.executable, str(ROOT / "bench/bench_topics.py"), "--sizes", str(args.n_et),
+                              "--no-rerun", *engine], ROOT)
+            detail = json.loads([line for line in log.splitlines() if line.startswith("{")][-1])
+            out = {"wall_s": detail["embed_s"] + detail["topics_s"], "load": (load0, _load()), "detail": detail}
         elif case == "clean1m":
             load0 = _load()
             wall, log = _run([sys.executable, str(ROOT / "bench/bench_clean.py"), "--n", "1000000", "--no-pandas"], ROOT)
@@ -108,7 +118,7 @@ def child(case: str, args: argparse.Namespace) -> dict:
     return out
 
 
-def note(case: str, r: dict) -> str:
+def note(case: str, r: dict, seen: dict[str, float]) -> str:
     if "stages" in r and r["stages"]:
         st = r["stages"]
         worst = max(st, key=lambda s: st[s]["startup_s"])
@@ -116,6 +126,13 @@ def note(case: str, r: dict) -> str:
                 + ", ".join(f"{k} {v['total_s']:.0f}" for k, v in st.items()))
     if case == "noop":
         return "all stages skipped" if r.get("skipped") else "SOMETHING RE-RAN"
+    if case in ("et1m", "et1m_dask"):
+        d = r["detail"]
+        # The local figure: et1m, or topics100k's cold embed + topics when et1m runs at 100,000 responses.
+        local = seen.get("et1m") or (seen.get("topics100k") if d["responses"] == 100_000 else None)
+        ratio = f", {r['wall_s'] / local:.2f}x local" if case == "et1m_dask" and local else ""
+        return (f"{d['engine']}: embed {d['embed_s']} s ({d['embed_texts_per_s']}/s of {d['unique_texts']:,} texts), "
+                f"topics {d['topics_s']} s (fit {d['fitted_verbatims']:,}, {d['verbatims']:,} assigned){ratio}")
     if case == "topics100k":
         d = r["detail"]
         return f"embed {d['embed_s']} s ({d['embed_texts_per_s']}/s), topics {d['topics_s']} s, re-run {d['rerun_share_of_cold']:.0%}"
@@ -127,6 +144,8 @@ def main() -> None:
     ap.add_argument("--cases", nargs="+", choices=LIGHT + HEAVY, help="default: the light cases (+ heavy with --heavy)")
     ap.add_argument("--heavy", action="store_true", help="also the 100k / 1M cases (long; several GB)")
     ap.add_argument("--n-small", type=int, default=1000, help="responses in the small export (default 1,000)")
+    ap.add_argument("--n-et", type=int, default=1_000_000, help="responses of the et1m cases (default 1,000,000)")
+    ap.add_argument("--dask-workers", type=int, default=1, help="et1m_dask: LocalCluster workers (default 1)")
     ap.add_argument("--child", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
@@ -134,17 +153,21 @@ def main() -> None:
         return
     cases = args.cases or (LIGHT + HEAVY if args.heavy else LIGHT)
     rows = []
+    seen: dict[str, float] = {}
     for case in cases:
-        cmd = [sys.executable, __file__, "--child", case, "--n-small", str(args.n_small)]
+        cmd = [sys.executable, __file__, "--child", case, "--n-small", str(args.n_small), "--n-et", str(args.n_et),
+               "--dask-workers", str(args.dask_workers)]
         proc = subprocess.run(cmd, env=_env(), capture_output=True, text=True)
         if proc.returncode != 0:
             rows.append((case, "failed", "", "", proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else ""))
             continue
         r = json.loads(proc.stdout.strip().splitlines()[-1])
-        rows.append((case, f"{r['wall_s']:.1f}", f"{r['peak_rss_mb']:.0f}", "{:.1f}→{:.1f}".format(*r["load"]), note(case, r)))
+        rows.append((case, f"{r['wall_s']:.1f}", f"{r['peak_rss_mb']:.0f}", "{:.1f}→{:.1f}".format(*r["load"]), note(case, r, seen)))
+        seen[case] = r["wall_s"]
     header = ("case", "wall s", "peak RSS MB", "load 1-min", "notes")
     widths = [max(len(str(x[i])) for x in rows + [header]) for i in range(4)]
-    print(f"# koe bench · {time.strftime('%Y-%m-%d %H:%M')} · {os.cpu_count()} cores · small = {args.n_small:,} responses")
+    print(f"# koe bench · {time.strftime('%Y-%m-%d %H:%M')} · {os.cpu_count()} cores · small = {args.n_small:,} responses"
+          + (f" · et1m = {args.n_et:,} responses" if any(c.startswith("et1m") for c in cases) else ""))
     for row in [header] + rows:
         print("  ".join(str(c).ljust(w) for c, w in zip(row[:4], widths)) + "  " + row[4])
 

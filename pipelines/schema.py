@@ -29,6 +29,25 @@ class StrictModel(BaseModel):
         return cls.model_validate({k: namespace[k] for k in cls.model_fields})
 
 
+# ------------------------------------------------------------------ engine (embed, topics, sentiment)
+class EngineParams(StrictModel):
+    """Where per-verbatim work runs (pipelines/engine.py); ``engine: dask`` is short for ``engine: {kind: dask}``."""
+
+    kind: Literal["local", "dask"] = "local"  # local: in the stage's process; dask: tasks on a distributed cluster
+    address: str | None = None  # dask: scheduler address (tcp://host:8786); null: a LocalCluster on this machine
+    n_workers: int = Field(2, ge=1)  # LocalCluster only: worker processes (one task at a time each)
+    memory_limit: str = "auto"  # LocalCluster only: per worker (auto: the machine's memory / n_workers)
+    connect_timeout_s: int = Field(30, ge=1)  # dask with an address: how long to wait for the scheduler
+    # Rows per partition (partitions are keyed by text hash; their number is rows / this, rounded up). The same
+    # partitions in either engine: results are bit-identical.
+    partition_rows: int = Field(5000, ge=1)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthand(cls, value: Any) -> Any:
+        return {"kind": value} if isinstance(value, str) else value
+
+
 # ------------------------------------------------------------------ demo
 class DemoParams(StrictModel):
     n_responses: int = Field(6000, ge=200)  # survey responses before dirt is added
@@ -168,6 +187,7 @@ class EmbedParams(StrictModel):
     # Characters of a verbatim given to the embedder (the clean table keeps the whole text): one 1 MB verbatim
     # took 21 s and 3.7 GB alone; a verbatim's first 2,000 characters say what it is about.
     max_chars: int = Field(2000, ge=50)
+    engine: EngineParams = EngineParams()  # local | dask (pipelines/engine.py; README "More than one machine")
     in_feedback: str = "data/clean/feedback.parquet"
     out_embeddings: str = "data/embed/embeddings.parquet"
     metrics_path: str = "reports/metrics/embed.json"
@@ -218,6 +238,7 @@ class TopicsParams(StrictModel):
     min_cluster_size: int = Field(15, ge=2)  # hdbscan only
     min_topic_share: float = Field(0.01, ge=0, lt=0.5)  # hdbscan: smallest topic as a share of the fitted verbatims
     fit_max_verbatims: int = Field(20_000, ge=100)  # above this, fit on a stratified sample and assign the rest
+    engine: EngineParams = EngineParams()  # local | dask: where the verbatims beyond the sample are assigned
     umap_cache: str = "data/topics/umap_cache.parquet"  # reduced vectors of the last fit (DVC persist)
     outlier_strategy: Literal["none", "embeddings", "c-tf-idf", "distributions"] = "embeddings"
     outlier_threshold: float = Field(0.0, ge=0)  # reduce_outliers: minimum similarity to move a verbatim
@@ -348,6 +369,7 @@ class SentimentParams(StrictModel):
     min_n: int = Field(30, ge=1)  # fewer labelled verbatims → flagged "too few to tell"
     segments: list[str] = ["persona", "channel", "product", "journey"]
     threads: int = Field(2, ge=1)  # onnxruntime intra-op threads: the number of cores
+    engine: EngineParams = EngineParams()  # local | dask (pipelines/engine.py)
 
 
 # ------------------------------------------------------------------ report

@@ -16,6 +16,7 @@ trinomial variance (Rocks 2016) that pipelines.stats gives NPS.
 
 from __future__ import annotations
 
+import hashlib
 import locale
 from collections import Counter
 from dataclasses import dataclass
@@ -24,7 +25,8 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from pipelines.progress import chunks, progress
+from pipelines.engine import Engine, Model, partitions, resolve
+from pipelines.progress import chunks
 from pipelines.schema import SentimentParams  # noqa: F401  (re-exported)
 from pipelines.stats import nps_adjusted_wald_ci, nps_value
 
@@ -121,33 +123,49 @@ def label_of(score: pl.Expr, band: pl.Expr | float) -> pl.Expr:
     )
 
 
-def score(frame: pl.DataFrame, params: SentimentParams, scorers: Scorers | None = None, source: str = "input") -> pl.DataFrame:
+def score_partition(texts: list[str], model) -> np.ndarray:
+    """One partition's scores (an engine task): in chunks of whole JapaneseScorer batches, so the model sees the
+    batches it would unchunked; a ``Model`` recipe is built once per process (Dask worker)."""
+    model = resolve(model)
+    out = np.empty(len(texts))
+    for start, stop in chunks(len(texts), 16 * JapaneseScorer.batch_size):
+        out[start:stop] = model(texts[start:stop])
+    return out
+
+
+def score(frame: pl.DataFrame, params: SentimentParams, scorers: Scorers | None = None, source: str = "input",
+          engine: Engine | None = None) -> pl.DataFrame:
     """Add `sentiment_score` (−1..1) and `sentiment` (negative/neutral/positive) by each row's `lang`.
 
     Rows in other languages (or with empty text) get nulls: no model covers them, and they are counted in metrics.
+    Each language's distinct texts are split into partitions by text hash and scored by ``engine`` (default local);
+    without ``scorers`` the models are recipes, built once where the partitions run.
     """
+    engine = engine or Engine()
     missing = [c for c in ("text", "lang") if c not in frame.columns]
     if missing:
         raise ValueError(f"{source}: missing column(s) {', '.join(missing)} (need text and lang, as the clean stage writes)")
     bad = frame.with_row_index("_row").filter(pl.col("text").is_null() & pl.col("lang").is_in(list(LANGS)))
     if bad.height:
         raise ValueError(f"{source}: row {bad['_row'][0]}: column text is null but lang is {bad['lang'][0]!r}")
-    scorers = scorers or Scorers.load(params.threads)
+    models = {"ja": scorers.ja, "en": scorers.en} if scorers is not None else \
+        {"ja": Model(JapaneseScorer, params.threads), "en": Model(EnglishScorer)}
     scores = np.full(frame.height, np.nan)
     langs = frame["lang"].to_numpy()
     texts = frame["text"].to_list()
-    for lang, model in (("ja", scorers.ja), ("en", scorers.en)):
+    for lang in LANGS:
         idx = np.flatnonzero(langs == lang)
         if idx.size:
             subset = [texts[i] for i in idx]
             unique = list(dict.fromkeys(subset))  # a repeated text is scored once (a score depends on the text only)
             position = {t: k for k, t in enumerate(unique)}
+            hashes = pl.Series([hashlib.sha1(t.encode("utf-8")).hexdigest()[:20] for t in unique], dtype=pl.String)
+            parts = partitions(hashes, engine.params.partition_rows)
+            results = engine.map(score_partition, [[unique[i] for i in rows] for rows in parts], (models[lang],),
+                                 [len(rows) for rows in parts], desc=f"sentiment ({lang}) of {Path(source).name}")
             scored = np.empty(len(unique))
-            with progress(len(unique), f"sentiment ({lang}) of {Path(source).name}") as bar:
-                # Chunks are a multiple of JapaneseScorer.batch_size: the model sees the batches it would unchunked.
-                for start, stop in chunks(len(unique), 16 * JapaneseScorer.batch_size):
-                    scored[start:stop] = model(unique[start:stop])
-                    bar.update(stop - start)
+            for rows, part in zip(parts, results):
+                scored[rows] = part
             scores[idx] = scored[[position[t] for t in subset]]
     band = pl.when(pl.col("lang") == "ja").then(params.ja_neutral_band).otherwise(params.en_neutral_band)
     return frame.with_columns(pl.Series("sentiment_score", scores, dtype=pl.Float64).fill_nan(None)).with_columns(
@@ -284,9 +302,9 @@ def run(params: SentimentParams, root: str | Path = ".", scorers: Scorers | None
     tickets_path = root / params.in_tickets
     if not tickets_path.exists():
         raise FileNotFoundError(f"{tickets_path}: not found (run the clean stage first)")
-    scorers = scorers or Scorers.load(params.threads)
-    scored = score(pl.read_parquet(path), params, scorers, source=str(params.in_assignments))
-    tickets = score(pl.read_parquet(tickets_path), params, scorers, source=str(params.in_tickets))
+    with Engine(params.engine) as engine:  # without scorers: models built once where partitions run (Model recipes)
+        scored = score(pl.read_parquet(path), params, scorers, source=str(params.in_assignments), engine=engine)
+        tickets = score(pl.read_parquet(tickets_path), params, scorers, source=str(params.in_tickets), engine=engine)
     net = pl.concat([net_table(scored, params), net_table(tickets, params, source="tickets")])
     overall = net.filter((pl.col("source") == "survey") & (pl.col("level") == "overall")).to_dicts()
     ticket_overall = net.filter((pl.col("source") == "tickets") & (pl.col("level") == "overall")).to_dicts()

@@ -35,6 +35,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
+from pipelines.engine import Engine, partitions
 from pipelines.io import saved_with
 from pipelines.progress import chunks, progress
 from pipelines.tables import FEEDBACK_SCHEMA
@@ -341,28 +342,39 @@ def fit_sample(docs: pl.DataFrame, size: int, seed: int) -> np.ndarray:
     return np.sort(kept["row"].to_numpy())
 
 
-def assign_nearest(vectors: np.ndarray, model, batch: int = 50_000, show_progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
-    """Model topic id and cosine of each vector's nearest topic embedding, in batches.
+def assign_nearest(vectors: np.ndarray, model, batch: int = 50_000, show_progress: bool = False,
+                   hashes: pl.Series | None = None, engine: Engine | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Model topic id and cosine of each vector's nearest topic embedding.
 
     The rule of BERTopic's transform() for a saved model (cosine to topic embeddings, the outlier
     row included when the model has one), so verbatims beyond the fitted sample are placed exactly
-    as the saved model places new text.
+    as the saved model places new text. With ``hashes`` (each vector's text hash) the rows are split into
+    partitions keyed by them and run by ``engine`` (local or Dask tasks); without, one partition.
     """
+    engine = engine or Engine()
     ids = np.array(sorted(model.topic_sizes_), dtype=np.int64)
     emb = np.asarray(model.topic_embeddings_, dtype=np.float32)
     emb = emb / np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)
+    parts = partitions(hashes, engine.params.partition_rows) if hashes is not None else [np.arange(len(vectors))]
+    results = engine.map(nearest_partition, [vectors[rows] for rows in parts], (ids, emb, batch),
+                         [len(rows) for rows in parts], unit="verbatims",
+                         desc="topics: assign to nearest topic" if show_progress else None)
     topics = np.empty(len(vectors), dtype=np.int64)
     sims = np.empty(len(vectors), dtype=np.float64)
-    bar = progress(len(vectors), "topics: assign to nearest topic", unit="verbatims") if show_progress else None
+    for rows, (t, s) in zip(parts, results):
+        topics[rows], sims[rows] = t, s
+    return topics, sims
+
+
+def nearest_partition(vectors: np.ndarray, ids: np.ndarray, emb: np.ndarray, batch: int = 50_000) -> tuple[np.ndarray, np.ndarray]:
+    """One partition of ``assign_nearest`` (an engine task): nearest topic id and its cosine, in batches of rows."""
+    topics = np.empty(len(vectors), dtype=np.int64)
+    sims = np.empty(len(vectors), dtype=np.float64)
     for start, stop in chunks(len(vectors), batch):
         v = vectors[start:stop]
         sim = (v / np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-12)) @ emb.T
         best = np.argmax(sim, axis=1)
         topics[start:stop], sims[start:stop] = ids[best], sim[np.arange(len(v)), best]
-        if bar is not None:
-            bar.update(stop - start)
-    if bar is not None:
-        bar.close()
     return topics, sims
 
 
@@ -712,7 +724,9 @@ def run(params: TopicsParams, root: str | Path = ".") -> TopicsResult:
     raw[sample] = raw_sample
     rest = np.setdiff1d(np.arange(len(docs)), sample, assume_unique=True)
     if rest.size:
-        raw[rest] = assign_nearest(vectors[rest], model, show_progress=True)[0]
+        with Engine(params.engine) as engine:
+            raw[rest] = assign_nearest(vectors[rest], model, show_progress=True, hashes=docs["text_hash"].gather(rest),
+                                       engine=engine)[0]
     cents = centroids(vectors, raw)
     matching = match_topics(cents, registry, params.match_min_similarity)
     to_stable = dict(zip(matching["raw"], matching["topic"])) | {-1: -1}
