@@ -904,12 +904,25 @@ def figure(fig, alt: str):
 
 # ------------------------------------------------------------------ run metadata and the page
 
-def run_info(ctx: Context, root: str | Path, params) -> dict:
-    """Run metadata for the appendix: data window, what was compared, hashes of data and params, code version.
-    Entries the run does not have are None (and not shown)."""
+def code_hash() -> str:
+    """sha256 over the pipelines package's sources and templates: what made the page, committed or not."""
     import hashlib
-    import subprocess
-    from datetime import datetime, timezone
+
+    import pipelines
+
+    pkg, digest = Path(pipelines.__file__).parent, hashlib.sha256()
+    for path in sorted(p for p in pkg.rglob("*") if p.is_file() and "__pycache__" not in p.parts and p.suffix != ".pyc"):
+        digest.update(path.relative_to(pkg).as_posix().encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()
+
+
+def run_info(ctx: Context, root: str | Path, params) -> dict:
+    """Run metadata for the appendix: data window, what was compared, hashes of data, params and code.
+    Entries the run does not have are None (and not shown).
+
+    Nothing here depends on when or where the page was made (no clock, no git commit, no path): the same data, params
+    and code give the same bytes, so the committed dvc.lock still matches after `make demo` on a fresh clone."""
+    import hashlib
 
     import pipelines
 
@@ -918,10 +931,6 @@ def run_info(ctx: Context, root: str | Path, params) -> dict:
     for rel in (ctx.params.in_kpi_tests, ctx.params.in_topics, ctx.params.in_clean_metrics):
         data_hash.update((root / rel).read_bytes())
     params_hash = hashlib.sha256(json.dumps(params.model_dump(mode="json"), sort_keys=True).encode()).hexdigest()
-    try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        commit = ""
     periods = ctx.monthly["period"].drop_nulls().unique().sort().to_list() if ctx.monthly.height else []
     window = _spans(_comparison(ctx, "window"))
     programme_date = getattr(params.kpis, "programme_date", None)
@@ -933,8 +942,7 @@ def run_info(ctx: Context, root: str | Path, params) -> dict:
         "tests in the family": _n_tests(ctx),
         "data hash (sha256)": data_hash.hexdigest()[:16],
         "params hash (sha256)": params_hash[:16],
-        "code version": f"koe {pipelines.__version__}" + (f" ({commit})" if commit else ""),
-        "generated": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "code version": f"koe {pipelines.__version__} (code sha256 {code_hash()[:12]})",
     }
 
 
@@ -1008,13 +1016,38 @@ def html_page(executed_notebook: str | Path, lang: str = "ja", title: str | None
 
 @dataclass
 class ReportResult:
-    """The stage's output (``out_html``), written by ``pipelines.io.write_result``."""
+    """The stage's outputs (``out_html``, ``metrics_path``), written by ``pipelines.io.write_result``."""
 
     html: str
+    metrics: dict
+
+
+def headline_metrics(params: ReportParams, root: str | Path = ".") -> dict[str, Any]:
+    """The run's DVC metrics: a few flat numbers that fit one terminal line in `dvc metrics show` and `dvc exp show`.
+
+    Every key is always there (null when a stage did not compute it), so runs and experiments compare key by key; the
+    stages' own files (reports/metrics/<stage>.json) keep the detail: counts by reason, files, notes, what was skipped.
+    """
+    def read(rel: str) -> dict:
+        path = Path(root) / rel
+        return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+
+    clean, topics, kpis = read(params.in_clean_metrics), read(params.in_topics_metrics), read(params.in_kpis_metrics)
+    return {
+        "verbatims": clean.get("verbatims_ok"),
+        "topics": topics.get("n_topics"),
+        "outliers": topics.get("outlier_share"),
+        "coherence": topics.get("coherence_npmi"),
+        "nps_before": kpis.get("nps_before"),
+        "nps_now": kpis.get("nps_now"),
+        "alerts": kpis.get("n_alerts"),
+    }
 
 
 def run(params: ReportParams, root: str | Path = ".", notebook: str | Path | None = None) -> ReportResult:
-    """The stakeholder page from the executed report notebook (default: the stage's executed copy under ``root``)."""
+    """The stakeholder page from the executed report notebook (default: the stage's executed copy under ``root``),
+    and the run's headline metrics."""
     from pipelines.stages import STAGES
 
-    return ReportResult(html_page(notebook or Path(root) / STAGES["report"].executed, params.lang, params.title))
+    page = html_page(notebook or Path(root) / STAGES["report"].executed, params.lang, params.title)
+    return ReportResult(page, headline_metrics(params, root))
