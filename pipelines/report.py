@@ -1032,14 +1032,17 @@ def headline_metrics(params: ReportParams, root: str | Path = ".") -> dict[str, 
         path = Path(root) / rel
         return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
 
+    def rounded(value: Any, digits: int) -> float | None:  # short columns: NPS points to 0.1, shares to 0.001
+        return None if value is None else round(float(value), digits)
+
     clean, topics, kpis = read(params.in_clean_metrics), read(params.in_topics_metrics), read(params.in_kpis_metrics)
     return {
         "verbatims": clean.get("verbatims_ok"),
         "topics": topics.get("n_topics"),
-        "outliers": topics.get("outlier_share"),
-        "coherence": topics.get("coherence_npmi"),
-        "nps_before": kpis.get("nps_before"),
-        "nps_now": kpis.get("nps_now"),
+        "outliers": rounded(topics.get("outlier_share"), 3),
+        "coherence": rounded(topics.get("coherence_npmi"), 3),
+        "nps_before": rounded(kpis.get("nps_before"), 1),  # the window comparison: previous window …
+        "nps_now": rounded(kpis.get("nps_now"), 1),  # … and the current one
         "alerts": kpis.get("n_alerts"),
     }
 
