@@ -1040,8 +1040,8 @@ def headline_metrics(params: ReportParams, root: str | Path = ".") -> dict[str, 
         "verbatims": clean.get("verbatims_ok"),
         "topics": topics.get("n_topics"),
         "outliers": rounded(topics.get("outlier_share"), 3),
-        "coherence": rounded(topics.get("coherence_npmi"), 3),
-        "nps_before": rounded(kpis.get("nps_before"), 1),  # the window comparison: previous window …
+        "npmi": rounded(topics.get("coherence_npmi"), 3),  # topic coherence
+        "nps_prev": rounded(kpis.get("nps_before"), 1),  # the window comparison: previous window …
         "nps_now": rounded(kpis.get("nps_now"), 1),  # … and the current one
         "alerts": kpis.get("n_alerts"),
     }

@@ -25,7 +25,7 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 TEMPLATE = "build/dvc-plots-template.html"  # made by `make setup` (scripts/dvc_plots_template.py)
-MAX_METRICS_WIDTH = 90  # `dvc metrics show` must fit a terminal
+MAX_METRICS_WIDTH = 100  # `dvc metrics show` must fit a terminal
 
 
 def _git(*args: str, cwd: Path = ROOT) -> str:
