@@ -53,3 +53,17 @@ def truth(workspace) -> dict:
 @pytest.fixture(scope="session")
 def report_html(workspace) -> str:
     return (workspace / "reports/report.html").read_text(encoding="utf-8")
+
+
+# Under pytest-xdist (`make test` runs two workers), tests that share an expensive fixture run on the same worker,
+# so each fixture is built once per run; the groups are sized so the two workers finish together.
+_GROUPS = {"workspace": "demo", "corpus_ws": "corpus", "kernel": "shapes", "demo_ws": "topics", "demo_stage": "corpus",
+           "demo_run": "topics"}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        for fixture, group in _GROUPS.items():
+            if fixture in getattr(item, "fixturenames", ()):
+                item.add_marker(pytest.mark.xdist_group(group))
+                break
