@@ -118,7 +118,7 @@ def test_metrics_are_small_flat_and_fit_a_terminal():
 # ------------------------------------------------------------------------------------------------ slow: a fresh clone
 
 @pytest.fixture(scope="module")
-def clone(tmp_path_factory) -> Path:
+def dvc_clone(tmp_path_factory) -> Path:
     """A fresh clone of this repository's last commit, set up as `make setup` would (this venv; its plots
     template), with a 300-response demo and one experiment: `dvc exp run -S topics.min_topic_share=0.02`."""
     if not (ROOT / TEMPLATE).is_file():
@@ -135,7 +135,8 @@ def clone(tmp_path_factory) -> Path:
 
 
 @pytest.mark.slow
-def test_an_experiment_shows_its_param_and_metrics_on_a_fresh_clone(clone):
+def test_an_experiment_shows_its_param_and_metrics_on_a_fresh_clone(dvc_clone):
+    clone = dvc_clone
     workspace = json.loads((clone / "reports/metrics.json").read_text(encoding="utf-8"))
     assert workspace["verbatims"] and workspace["topics"] is not None, workspace
     # only the experiment's param line changed; the outputs stay ignored
@@ -166,8 +167,10 @@ def test_an_experiment_shows_its_param_and_metrics_on_a_fresh_clone(clone):
 
 
 @pytest.mark.slow
-def test_dvc_plots_show_renders_offline(clone):
+def test_dvc_plots_show_renders_offline(dvc_clone):
     from devtools import launch
+
+    clone = dvc_clone
 
     _dvc(["dvc", "plots", "show"], clone)
     page_path = clone / "dvc_plots/index.html"
