@@ -12,6 +12,7 @@ import difflib
 import hashlib
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -90,7 +91,9 @@ def test_committed_dvc_lock_matches_the_code_params_and_metrics():
     spec = yaml.safe_load((ROOT / "dvc.yaml").read_text(encoding="utf-8"))["stages"]
     assert list(lock) == list(spec)
     stale = []
-    for stage in lock.values():
+    for name, stage in lock.items():
+        declared = {re.sub(r"\$\{(\w+)\.(\w+)\}", lambda m: str(params[m.group(1)][m.group(2)]), d) for d in spec[name]["deps"]}
+        stale += sorted(declared ^ {dep["path"] for dep in stage["deps"]})  # a dependency added or removed
         for dep in stage["deps"]:
             path = ROOT / dep["path"]
             if path.is_file() and dep["path"].startswith(("pipelines/", "notebooks/")) and _md5(path) != dep["md5"]:
