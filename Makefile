@@ -5,12 +5,14 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV   := .venv
 BIN    := $(CURDIR)/$(VENV)/bin
 STAMP  := $(VENV)/.koe-setup
+# `dvc plots show` page template with the Vega bundle inlined (.dvc/config › plots.html_template names it)
+PLOTS_TEMPLATE := build/dvc-plots-template.html
 UV_VERSION := 0.13.8
 export PATH := $(BIN):$(PATH)
 
 .PHONY: setup demo test test-fast lab lock clean-outputs browser lint
 
-setup: $(STAMP)
+setup: $(STAMP) $(PLOTS_TEMPLATE)
 
 # The pinned, torch-free closure (requirements.lock is complete, hence --no-deps: bertopic would
 # otherwise pull sentence-transformers and torch), the project itself, and a Jupyter kernel "koe"
@@ -31,11 +33,22 @@ $(STAMP): requirements.lock pyproject.toml jupyter/overrides.json
 		git config diff.ipynb.textconv "'$(BIN)/nbstripout' --keep-id -t"; }
 	@touch $@
 
+# Outputs are git-ignored and dvc.lock / reports/metrics.json are committed for this demo (deterministic), so
+# `git status` stays clean afterwards; on your own data, commit what `dvc repro` changes.
 demo: setup
 	koe demo-data
 	dvc repro
 	@echo
 	@echo "report: $(CURDIR)/reports/report.html"
+
+# The Vega bundle, pinned by package-lock.json (npm is needed at setup only; the page it makes works offline).
+node_modules/.package-lock.json: package.json package-lock.json
+	@command -v npm >/dev/null || { sudo=$$( [ "$$(id -u)" = 0 ] || echo sudo ); $$sudo apt-get update -q && $$sudo apt-get install -y -q npm; } >/dev/null
+	npm ci --no-audit --no-fund --loglevel=error
+	@touch $@
+
+$(PLOTS_TEMPLATE): node_modules/.package-lock.json scripts/dvc_plots_template.py
+	$(PYTHON) scripts/dvc_plots_template.py --out $@ >/dev/null
 
 # Two workers; tests that share an expensive fixture (the demo workspace, the shape kernel …) run on one worker
 # (tests/conftest.py groups them). --durations lists the slowest tests, so a CI log shows where time goes.

@@ -266,12 +266,25 @@ def method_html(ctx: Context, run_info: dict) -> str:
 
 # ------------------------------------------------------------------ run metadata
 
-def run_info(ctx: Context, root: str | Path, params) -> dict:
-    """Run metadata for the appendix: data window, what was compared, hashes of data and params, code version.
-    Entries the run does not have are None (and not shown)."""
+def code_hash() -> str:
+    """sha256 over the pipelines package's sources and templates: what made the page, committed or not."""
     import hashlib
-    import subprocess
-    from datetime import datetime, timezone
+
+    import pipelines
+
+    pkg, digest = Path(pipelines.__file__).parent, hashlib.sha256()
+    for path in sorted(p for p in pkg.rglob("*") if p.is_file() and "__pycache__" not in p.parts and p.suffix != ".pyc"):
+        digest.update(path.relative_to(pkg).as_posix().encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()
+
+
+def run_info(ctx: Context, root: str | Path, params) -> dict:
+    """Run metadata for the appendix: data window, what was compared, hashes of data, params and code.
+    Entries the run does not have are None (and not shown).
+
+    Nothing here depends on when or where the page was made (no clock, no git commit, no path): the same data, params
+    and code give the same bytes, so the committed dvc.lock still matches after `make demo` on a fresh clone."""
+    import hashlib
 
     import pipelines
 
@@ -280,10 +293,6 @@ def run_info(ctx: Context, root: str | Path, params) -> dict:
     for rel in (ctx.params.in_kpi_tests, ctx.params.in_topics, ctx.params.in_clean_metrics):
         data_hash.update((root / rel).read_bytes())
     params_hash = hashlib.sha256(json.dumps(params.model_dump(mode="json"), sort_keys=True).encode()).hexdigest()
-    try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        commit = ""
     periods = ctx.monthly["period"].drop_nulls().unique().sort().to_list() if ctx.monthly.height else []
     window = _spans(_comparison(ctx, "window"))
     programme_date = getattr(params.kpis, "programme_date", None)
@@ -295,8 +304,7 @@ def run_info(ctx: Context, root: str | Path, params) -> dict:
         "tests in the family": _n_tests(ctx),
         "data hash (sha256)": data_hash.hexdigest()[:16],
         "params hash (sha256)": params_hash[:16],
-        "code version": f"koe {pipelines.__version__}" + (f" ({commit})" if commit else ""),
-        "generated": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "code version": f"koe {pipelines.__version__} (code sha256 {code_hash()[:12]})",
     }
 
 
@@ -304,13 +312,41 @@ def run_info(ctx: Context, root: str | Path, params) -> dict:
 
 @dataclass
 class ReportResult:
-    """The stage's output (``out_html``), written by ``pipelines.io.write_result``."""
+    """The stage's outputs (``out_html``, ``metrics_path``), written by ``pipelines.io.write_result``."""
 
     html: str
+    metrics: dict
+
+
+def headline_metrics(params: ReportParams, root: str | Path = ".") -> dict[str, Any]:
+    """The run's DVC metrics: a few flat numbers that fit one terminal line in `dvc metrics show` and `dvc exp show`.
+
+    Every key is always there (null when a stage did not compute it), so runs and experiments compare key by key; the
+    stages' own files (reports/metrics/<stage>.json) keep the detail: counts by reason, files, notes, what was skipped.
+    """
+    def read(rel: str) -> dict:
+        path = Path(root) / rel
+        return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+
+    def rounded(value: Any, digits: int) -> float | None:  # short columns: NPS points to 0.1, shares to 0.001
+        return None if value is None else round(float(value), digits)
+
+    clean, topics, kpis = read(params.in_clean_metrics), read(params.in_topics_metrics), read(params.in_kpis_metrics)
+    return {
+        "verbatims": clean.get("verbatims_ok"),
+        "topics": topics.get("n_topics"),
+        "outliers": rounded(topics.get("outlier_share"), 3),
+        "npmi": rounded(topics.get("coherence_npmi"), 3),  # topic coherence
+        "nps_prev": rounded(kpis.get("nps_before"), 1),  # the window comparison: previous window …
+        "nps_now": rounded(kpis.get("nps_now"), 1),  # … and the current one
+        "alerts": kpis.get("n_alerts"),
+    }
 
 
 def run(params: ReportParams, root: str | Path = ".", notebook: str | Path | None = None) -> ReportResult:
-    """The stakeholder page from the executed report notebook (default: the stage's executed copy under ``root``)."""
+    """The stakeholder page from the executed report notebook (default: the stage's executed copy under ``root``),
+    and the run's headline metrics."""
     from pipelines.stages import STAGES
 
-    return ReportResult(html_page(notebook or Path(root) / STAGES["report"].executed, params.lang, params.title))
+    page = html_page(notebook or Path(root) / STAGES["report"].executed, params.lang, params.title)
+    return ReportResult(page, headline_metrics(params, root))

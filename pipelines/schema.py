@@ -388,6 +388,7 @@ class ReportParams(StrictModel):
     in_drivers: str = "data/kpis/drivers.parquet"  # topic effects on NPS (the report computes none)
     in_alerts: str = "reports/alerts.json"
     out_html: str = "reports/report.html"
+    metrics_path: str = "reports/metrics.json"  # the run's headline numbers: DVC's metrics (small, flat, git-tracked)
     max_examples: int = Field(3, ge=0)
     max_segment_values: int = Field(12, ge=1)  # per segment column in the shift matrices; the rest are counted
     # English names of segment values, {field or export header: {value: label}}; unmapped values show as exported

@@ -189,7 +189,9 @@ def net_sentiment(scored: pl.DataFrame, by: list[str] | None = None, alpha: floa
         (pl.col("sentiment") == "positive").sum().alias("positive"),
         (pl.col("sentiment") == "neutral").sum().alias("neutral"),
         (pl.col("sentiment") == "negative").sum().alias("negative"),
-        pl.col("sentiment_score").mean().alias("mean_score"),
+        # summed in a fixed order: a parallel group_by sums in any order, and the last bit then differs between runs
+        # (dvc.lock is committed for the demo, so the same inputs must give the same bytes)
+        pl.col("sentiment_score").sort().mean().alias("mean_score"),
     )
     if not by:
         counts = counts.drop("_all")

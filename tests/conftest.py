@@ -58,7 +58,7 @@ def report_html(workspace) -> str:
 # Under pytest-xdist (`make test` runs two workers), tests that share an expensive fixture run on the same worker,
 # so each fixture is built once per run; the groups are sized so the two workers finish together.
 _GROUPS = {"workspace": "demo", "corpus_ws": "corpus", "kernel": "shapes", "demo_ws": "topics", "demo_stage": "corpus",
-           "demo_run": "topics"}
+           "demo_run": "topics", "dvc_clone": "dvc_clone"}
 
 
 @pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the groups
