@@ -14,7 +14,9 @@ import pytest
 
 from pipelines import demo, topics
 from pipelines.io import write_result, write_value
-from pipelines.topics import STOP_WORDS_JA, BOILERPLATE_JA, Tokenizer, TopicsParams, emerging, over_time, topic_diversity
+from pipelines.schema import BOILERPLATE_JA, STOP_WORDS_JA, TopicsParams
+from pipelines.topic_words import Tokenizer, topic_diversity
+from pipelines.topics import emerging, over_time
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -128,7 +130,7 @@ def test_a_whole_topic_joined_into_one_text_is_tokenised(tok):
 
 
 def test_npmi_matches_hand_computed_values():
-    from pipelines.topics import npmi_coherence
+    from pipelines.topic_words import npmi_coherence
 
     docs = [["a", "b"], ["a", "b"], ["a", "c"], ["d"]]
     # p(a)=3/4, p(b)=2/4, p(a,b)=2/4 → log((1/2)/(3/8)) / -log(1/2) = log(4/3)/log 2; (a,d) never co-occur → -1
@@ -145,7 +147,7 @@ def _unit(v):
 
 
 def test_topics_keep_their_ids_across_runs_and_unmatched_ones_are_new():
-    from pipelines.topics import match_topics
+    from pipelines.topic_ids import match_topics
 
     registry = pl.DataFrame(
         {"topic": [0, 1, 5], "centroid": [_unit([1, 0, 0, 0]).tolist(), _unit([0, 1, 0, 0]).tolist(), _unit([0, 0, 1, 0]).tolist()]}
@@ -160,7 +162,7 @@ def test_topics_keep_their_ids_across_runs_and_unmatched_ones_are_new():
 
 
 def test_merges_use_the_first_id_and_reject_bad_groups():
-    from pipelines.topics import apply_merges
+    from pipelines.topic_ids import apply_merges
 
     topics = np.array([0, 1, 2, 3, -1, 3])
     assert apply_merges(topics, [[3, 1]]).tolist() == [0, 3, 2, 3, -1, 3]
