@@ -48,6 +48,10 @@ def test_report_content_matches_the_snapshot(report_html):
         SNAPSHOT.write_text(json.dumps(content, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
         pytest.skip(f"snapshot written to {SNAPSHOT}: review and commit it")
     expected = json.loads(SNAPSHOT.read_text(encoding="utf-8"))
+    if content != expected:  # the new content beside the old, for a diff in review
+        actual = Path(__file__).parent / "artifacts" / "report_snapshot.actual.json"
+        actual.parent.mkdir(parents=True, exist_ok=True)
+        actual.write_text(json.dumps(content, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
     for part in ("findings", "tiles", "topics"):
         assert content[part] == expected[part], (
             f"the report's {part} changed; if meant, re-run with KOE_UPDATE_SNAPSHOT=1 and commit {SNAPSHOT.name}"
