@@ -4,6 +4,7 @@ of segments and topics in the reader's language) that findings, sections and cha
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -61,6 +62,9 @@ REQUIRED_TEST_COLUMNS = ("comparison", "kpi", "segment_col", "segment_value", "l
                          "diff", "ci_low", "ci_high", "p_value", "p_adjusted", "significant", "n_a", "n_b", "verdict")
 
 
+_QUESTION_CODE = re.compile(r"Q(ID)?\d+(_\w+)?")
+
+
 def segment_names(clean: CleanParams | None) -> dict[str, str]:
     """Segment column (persona/channel/…, or a source's own ``segments`` name) → the header the export used for it
     (the first survey source mapping it)."""
@@ -71,7 +75,8 @@ def segment_names(clean: CleanParams | None) -> dict[str, str]:
             if column and f not in names:
                 names[f] = column
         for name, column in source.segments.items():
-            names.setdefault(name, column)
+            # A question code (Qualtrics "Q3", "QID3_1") means nothing to a reader: the name koe init gave it does
+            names.setdefault(name, name.replace("_", " ") if _QUESTION_CODE.fullmatch(column) else column)
     return names
 
 

@@ -142,6 +142,7 @@ def test_english_qualtrics_with_a_text_rating_and_no_nps(kernel, tmp_path):
     assert "Share of positive ratings" in text and "Executive summary" in text
     assert "NPS" not in text[:text.index("Data quality")]
     assert "&#039;" not in text and "&rsquo;" not in text and "&amp;" not in text
+    assert p.clean.surveys[0].segments == {"plan": "Q3"} and "Q3" not in text  # named by its question, not its code
 
 
 def test_two_months_of_nps_only(kernel, tmp_path):
