@@ -83,11 +83,15 @@ def splice(text: str, keys: tuple[str, ...], value: Any) -> str:
         if rest[gap:gap + 1] == "#":  # keep a trailing comment in its column where the new value leaves room
             rest = " " * max(2, end + gap - start - len(new)) + rest[gap:]
         return text[:start] + new + rest
+    end = text.find("\n", _content_end(old))
+    end = len(text) if end < 0 else end
+    if not isinstance(value, (dict, list)) or not value:  # a scalar or {} / [] goes on the key's line
+        colon = text.index(":", key_node.end_mark.index)
+        line_end = text.find("\n", colon)  # the key's line keeps its comment; the old block's lines go
+        return text[:colon + 1] + " " + _emit(value, True, 0) + text[colon + 1:line_end] + text[end:]
     # Block value on the following lines: rewrite those lines at the same indentation.
     col = old.start_mark.column
     start = text.rfind("\n", 0, old.start_mark.index) + 1
-    end = text.find("\n", _content_end(old))
-    end = len(text) if end < 0 else end
     return text[:start] + _emit(value, False, col) + text[end:]
 
 

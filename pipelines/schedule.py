@@ -197,6 +197,10 @@ def _seed(root: Path, ws: Path) -> None:
             shutil.copytree(src, dst, dirs_exist_ok=True)
         else:
             shutil.copy2(src, dst)
+    for stage in STAGE_LIST:  # the executed notebooks: the audit trail of the seeded outputs (not DVC outputs)
+        if (root / stage.executed).is_file():
+            (ws / stage.executed).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(root / stage.executed, ws / stage.executed)
     shutil.copy2(lock_path, ws / "dvc.lock")
     log.info("run workspace seeded from the project's dvc.lock (%d outputs)", len(outs))
 
@@ -269,7 +273,10 @@ def assemble(ws: Path, params: KoeParams, stage_dir: Path, record: dict) -> None
     (stage_dir / "notebooks").mkdir()
     (stage_dir / "metrics").mkdir()
     for stage in STAGE_LIST:
-        shutil.copy2(ws / stage.executed, stage_dir / "notebooks" / Path(stage.executed).name)
+        if (ws / stage.executed).is_file():  # absent when the stage was seeded from a project that has none
+            shutil.copy2(ws / stage.executed, stage_dir / "notebooks" / Path(stage.executed).name)
+        else:
+            record.setdefault("notebooks_missing", []).append(stage.name)
         for rel in stage.paths(params, tuple(k for k in stage.outputs if k in ("metrics_path", "plots_path"))).values():
             shutil.copy2(ws / rel, stage_dir / "metrics" / Path(rel).name)
     shutil.copy2(ws / params.kpis.out_alerts, stage_dir / "alerts.json")
