@@ -25,6 +25,8 @@ $(STAMP): requirements.lock pyproject.toml jupyter/overrides.json
 	$(VENV)/bin/uv pip install -q --python $(VENV)/bin/python --no-deps --compile-bytecode -r requirements.lock
 	$(VENV)/bin/uv pip install -q --python $(VENV)/bin/python --no-deps -e .
 	$(VENV)/bin/python -m ipykernel install --sys-prefix --name koe --display-name koe >/dev/null
+	@# UMAP's numba code compiled once and kept in the venv (pipelines/jit_cache.py): ~30 s here, not in every topics run
+	$(VENV)/bin/python -m pipelines.jit_cache
 	@# JupyterLab defaults for this venv: no news or update pop-up (a user's own settings still win)
 	@mkdir -p $(VENV)/share/jupyter/lab/settings && cp jupyter/overrides.json $(VENV)/share/jupyter/lab/settings/overrides.json
 	@# notebook outputs never reach a commit (.gitattributes names the filter; git config holds its command)

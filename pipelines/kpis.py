@@ -46,6 +46,7 @@ from pipelines.kpi_tables import DRIVERS_SCHEMA, MONTHLY_SCHEMA, SHIFT_SCHEMA, c
 from datetime import timedelta
 
 from pipelines.periods import Span, spans, yoy_missing
+from pipelines.reasons import why
 from pipelines.samples import (
     activity,
     cells,
@@ -99,6 +100,7 @@ COMPARISON_NAMES = {
     "programme": "before/after the programme date",
     "its": "interrupted time series",
     "yoy": "year over year",
+    "drivers": "drivers",
 }
 
 
@@ -195,18 +197,18 @@ def decision_alpha(rejected: Sequence[bool], p_values: Sequence[float | None], q
     return min(q * (sum(rejected) + 1) / m, q)
 
 
-def skipped(feedback: pl.DataFrame, tickets: pl.DataFrame | None, params: KpisParams | None = None) -> list[dict[str, str]]:
-    """What the run cannot compute and why: ``{kpi, comparison, reason}`` ("all" where the whole KPI or
-    comparison is left out), reasons in plain sentences."""
+def skipped(feedback: pl.DataFrame, tickets: pl.DataFrame | None, params: KpisParams | None = None) -> list[dict[str, Any]]:
+    """What the run cannot compute and why: ``{kpi, comparison, code, args, reason}`` ("all" where the whole
+    KPI or comparison is left out; ``code``/``args`` word the reason in the report's language, ``reason`` is
+    the English sentence)."""
     params = params or KpisParams()
     fr = frame(feedback, tickets, params)
-    out: list[dict[str, str]] = []
+    out: list[dict[str, Any]] = []
     if params.programme_date is None:
-        reason = "no programme date is set (kpis.programme_date is null)"
-        out += [{"kpi": "all", "comparison": c, "reason": reason} for c in ("programme", "its")]
-    if fr is not None and (why := yoy_missing(params, fr.first, fr.as_of)):
-        out.append({"kpi": "all", "comparison": "yoy", "reason": why})
-    out += [{"kpi": s["kpi"], "comparison": "all", "reason": s["reason"]} for s in coverage(fr, params)[1]]
+        out += [{"kpi": "all", "comparison": c, **why("no_programme_date")} for c in ("programme", "its")]
+    if fr is not None and (yoy := yoy_missing(params, fr.first, fr.as_of)):
+        out.append({"kpi": "all", "comparison": "yoy", **yoy})
+    out += [{**s, "comparison": "all"} for s in coverage(fr, params)[1]]
     return out
 
 
@@ -426,7 +428,9 @@ def run(params: KpisParams, root: str | Path = ".") -> KpisResult:
         driver_table = drivers(feedback, pl.read_parquet(assignments_path), topics, params)
     else:
         driver_table = pl.DataFrame(schema=DRIVERS_SCHEMA)
-        notes.append(f"drivers: not computed — no topic assignments at {params.in_assignments}")
+        missing = why("no_assignments", path=params.in_assignments)
+        left_out.append({"kpi": "all", "comparison": "drivers", **missing})
+        notes.append(f"drivers: not computed — {missing['reason']}")
     metrics = kpi_metrics(tests, monthly)
     # DVC metrics want flat scalars: flags plus one joined string (alerts.json keeps the list).
     metrics["yoy_computed"] = bool(tests.height and (tests["comparison"] == "yoy").any())

@@ -9,9 +9,11 @@ from __future__ import annotations
 import calendar
 from dataclasses import dataclass
 from datetime import date, timedelta
+from typing import Any
 
 import polars as pl
 
+from pipelines.reasons import why
 from pipelines.schema import KpisParams
 
 
@@ -70,16 +72,14 @@ def yoy_span(params: KpisParams, as_of: date) -> Span:
     return Span(add_months(as_of, -params.window_months - 12), add_months(as_of, -12))
 
 
-def yoy_missing(params: KpisParams, first: date, as_of: date) -> str | None:
-    """Why year over year cannot be computed, or None when the data cover the year-earlier window."""
+def yoy_missing(params: KpisParams, first: date, as_of: date) -> dict[str, Any] | None:
+    """Why year over year cannot be computed (a ``reasons.why`` record), or None when the data cover the
+    year-earlier window."""
     year_ago = yoy_span(params, as_of)
     if first.replace(day=1) <= year_ago.start:
         return None
-    current = current_window(params, as_of)
-    return (
-        f"the data start {first:%Y-%m-%d}; comparing {current.label} with the same months a year earlier "
-        f"needs data from {year_ago.start:%Y-%m-%d}"
-    )
+    return why("yoy_short", first=f"{first:%Y-%m-%d}", current=current_window(params, as_of).label,
+               needed=f"{year_ago.start:%Y-%m-%d}")
 
 
 def spans(params: KpisParams, first: date, as_of: date) -> dict[str, tuple[Span, Span]]:

@@ -21,7 +21,7 @@ from typing import Any
 
 import polars as pl
 
-from pipelines import kpi_registry
+from pipelines import kpi_registry, reasons
 from pipelines.report_data import (EMPTY_SPAN, Context, _comparison, _digits, _key, _n_tests, _segment, _spans, _usable, column_label,
                                    topic_label, topic_words)
 from pipelines.report_findings import executive_findings
@@ -211,14 +211,18 @@ def skipped_notes(ctx: Context) -> list[tuple[str, str]]:
     """(stage, sentence) for everything a stage did not compute or the report left out, and why."""
     lang, out = ctx.lang, []
     out += [("clean", s) for s in _notes(ctx.clean_metrics.get("notes"))]
+    # One line per reason, naming every KPI or comparison it leaves out (kpis' ``notes`` say the same in English).
+    by_reason: dict[str, list[str]] = {}
     for item in ctx.kpis_metrics.get("skipped") or []:
         if isinstance(item, dict) and item.get("reason"):
-            out.append(("kpis", ctx.t("skipped.kpi", kpi=ctx.kpi(str(item.get("kpi", ""))), reason=item["reason"])))
-    out += [("kpis", s) for s in _notes(ctx.kpis_metrics.get("notes"))]
+            kpi, comparison = str(item.get("kpi", "")), str(item.get("comparison", ""))
+            name = ctx.t(f"comparison.{comparison}") if kpi == "all" else ctx.kpi(kpi)
+            by_reason.setdefault(reasons.word(item, lang), []).append(name)
+    out += [("kpis", ctx.t("skipped.kpi", kpi=ctx.t("join.list").join(names), reason=r)) for r, names in by_reason.items()]
     out += [("topics", s) for s in _notes(ctx.topics_metrics.get("notes"))]
     for item in ctx.topics_metrics.get("skipped") or []:  # e.g. too few verbatims for a topic model
         if isinstance(item, dict) and item.get("reason"):
-            out.append(("topics", ctx.t("skipped.topics", reason=item["reason"])))
+            out.append(("topics", ctx.t("skipped.topics", reason=reasons.word(item, lang))))
     stale = ctx.topics_metrics.get("stale_curation_ids")
     if stale:
         out.append(("topics", ctx.t("skipped.stale_curation", ids=ctx.t("join.list").join(str(i) for i in stale))))

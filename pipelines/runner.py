@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 from pipelines import stages
+from pipelines.lightimport import without
 from pipelines.params import ParamsError, load, section
 
 log = logging.getLogger("koe")
@@ -17,29 +16,9 @@ log = logging.getLogger("koe")
 KERNEL = "koe"  # registered by `make setup` with the venv's absolute python path (cron has no PATH)
 
 
-# Optional extras that papermill's imports pull in and a stage never uses: jsonschema's format checkers for IRIs
-# (rfc3987_syntax builds a Lark grammar at import, ~2.5 s of CPU) and durations (isoduration → arrow), and
-# pyarrow.fs (papermill's HDFS handler). nbformat's schemas use no "format", so validation is unchanged.
-_UNUSED_AT_IMPORT = ("rfc3987_syntax", "isoduration", "pyarrow.fs")
-
-
-@contextlib.contextmanager
-def _without(modules: tuple[str, ...]) -> Iterator[None]:
-    """Make ``modules`` unimportable while the block imports (an ImportError their importers handle), then restore."""
-    blocked = [m for m in modules if m not in sys.modules]
-    for m in blocked:
-        sys.modules[m] = None  # type: ignore[assignment]
-    try:
-        yield
-    finally:
-        for m in blocked:
-            if sys.modules.get(m, 0) is None:
-                del sys.modules[m]
-
-
 def import_papermill():
     """papermill without the import-time work of extras it never uses (measured: halves its import)."""
-    with _without(_UNUSED_AT_IMPORT):
+    with without():
         import papermill
         import papermill.execute  # noqa: F401  (the engines, nbformat and nbclient)
     return papermill
@@ -157,6 +136,7 @@ def run_stage(stage: str, root: str | Path = ".", out_dir: str = stages.EXECUTED
         papermill.execute_notebook(
             str(notebook), str(running), parameters=values, cwd=str(notebook.parent), kernel_name=KERNEL,
             progress_bar=False, log_output=False, report_mode=False, stderr_file=sys.stderr,
+            shutdown_kernel="immediate",  # every output is written when the last cell ends: no graceful wait
         )
     except PapermillExecutionError as e:
         os.replace(running, failed)

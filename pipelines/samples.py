@@ -46,6 +46,7 @@ import polars as pl
 from pipelines import kpi_registry
 from pipelines import stats as st
 from pipelines.kpi_registry import Kpi
+from pipelines.reasons import why
 from pipelines.kpi_tables import MONTHLY_SCHEMA
 from pipelines.periods import Span, add_months, latest, month_span
 from pipelines.schema import KpisParams
@@ -420,31 +421,31 @@ def coverage(fr: Frame | None, params: KpisParams) -> tuple[tuple[Kpi, ...], lis
             continue
         reason = _missing(kpi, fr, params)
         if reason:
-            skipped.append({"kpi": kpi.key, "reason": reason})
+            skipped.append({"kpi": kpi.key, **reason})
         else:
             ok.append(kpi)
     return tuple(ok), skipped
 
 
-def _missing(kpi: Kpi, fr: Frame | None, params: KpisParams) -> str | None:
-    """Why the KPI cannot be computed on this run's data, or None."""
+def _missing(kpi: Kpi, fr: Frame | None, params: KpisParams) -> dict[str, Any] | None:
+    """Why the KPI cannot be computed on this run's data (a ``reasons.why`` record), or None."""
     if kpi.scale and params.scale(kpi.key) is None:
-        return f"kpis.{kpi.scale} is not set in params.yaml (which column, which values)"
+        return why("scale_not_set", setting=kpi.scale)
     if fr is None:
-        return "there are no dated responses or tickets"
+        return why("no_dated_rows")
     if kpi.source == "customers":
         if not activity(fr, params.activity_sources).height:
-            return f"no customer ids in the activity sources ({', '.join(params.activity_sources) or 'none'})"
+            return why("no_customer_ids", sources=", ".join(params.activity_sources) or "none")
         return None
     if kpi.source == "tickets" and not fr.has_tickets:
-        return "there is no tickets table (no ticket source, or its export holds no tickets)"
-    table, what = (fr.responses, "clean feedback table") if kpi.source == "survey" else (fr.tickets, "clean tickets table")
+        return why("no_tickets")
+    table = fr.responses if kpi.source == "survey" else fr.tickets
     col = params.column(kpi.key)
     if col not in table.columns:
-        return f"the {what} has no column {col!r}"
+        return why("no_column_survey" if kpi.source == "survey" else "no_column_tickets", column=col)
     # A survey may leave a question out; tickets always carry their durations (an empty table is zero tickets).
     if kpi.source == "survey" and not table[col].drop_nulls().len():
-        return f"the {what} has no answers in column {col!r}"
+        return why("no_answers", column=col)
     return None
 
 

@@ -27,6 +27,7 @@ import polars as pl
 
 from pipelines.engine import Engine, Model, partitions, resolve
 from pipelines.progress import chunks
+from pipelines.reasons import why
 from pipelines.schema import SentimentParams  # noqa: F401  (re-exported)
 from pipelines.stats import nps_adjusted_wald_ci, nps_value
 
@@ -324,8 +325,7 @@ def run(params: SentimentParams, root: str | Path = ".", scorers: Scorers | None
             "labels": {label: int((tickets["sentiment"] == label).sum()) for label in LABELS},
             "net_sentiment": round(ticket_overall[0]["net_sentiment"], 2) if ticket_overall else None,
         },
-        "skipped": ([{"what": "survey verbatims", "reason": "no survey verbatims to score"}] if not scored.height else [])
-        + ([{"what": "tickets", "reason": "no tickets table (no ticket source, or its export holds no tickets)"}]
-           if not tickets.height else []),
+        "skipped": ([{"what": "survey verbatims", **why("no_survey_verbatims")}] if not scored.height else [])
+        + ([{"what": "tickets", **why("no_tickets")}] if not tickets.height else []),
     }
     return SentimentResult(scored, tickets, net, metrics)

@@ -37,6 +37,7 @@ import polars as pl
 from pipelines.engine import Engine, partitions
 from pipelines.io import saved_with
 from pipelines.progress import chunks, progress
+from pipelines.reasons import why
 from pipelines.tables import FEEDBACK_SCHEMA
 from pipelines.topic_ids import apply_merges, centroids, match_topics, registry_update
 from pipelines.topic_words import Tokenizer, english_words, npmi_coherence, topic_diversity
@@ -120,11 +121,17 @@ class CachedUMAP:
 
 def build_model(params: TopicsParams, embedder=None, n_fit: int = 0, umap_cache: Path | None = None):
     """A BERTopic configured for Japanese + English from ``params`` (seeded: same inputs → same topics)."""
-    from bertopic import BERTopic
+    from pipelines.lightimport import without
+
+    with without():
+        from bertopic import BERTopic
     from sklearn.cluster import KMeans
     from sklearn.feature_extraction.text import CountVectorizer
     from umap import UMAP
 
+    from pipelines.jit_cache import enable
+
+    enable()
     umap_model = CachedUMAP(UMAP(
         n_neighbors=params.umap_neighbors, n_components=params.umap_components, min_dist=0.0,
         metric="cosine", random_state=params.seed,  # a seed also turns off UMAP's nondeterministic parallelism
@@ -424,28 +431,28 @@ def extra_columns(docs: pl.DataFrame) -> list[str]:
     return [c for c in docs.columns if c == "rating" or (c not in FEEDBACK_SCHEMA and c != "text_hash")]
 
 
-def too_few(n_docs: int, params: TopicsParams, feedback: pl.DataFrame) -> str | None:
-    """Why this run cannot fit topics (None when it can), naming the knob that applies to the chosen clusterer."""
+def too_few(n_docs: int, params: TopicsParams, feedback: pl.DataFrame) -> dict[str, Any] | None:
+    """Why this run cannot fit topics (a ``reasons.why`` record; None when it can), naming the knob that applies
+    to the chosen clusterer."""
     if params.clusterer == "kmeans":
         need, knob = max(params.n_topics * 3, MIN_VERBATIMS), f"topics.n_topics={params.n_topics} (kmeans)"
     else:
         need, knob = max(params.min_cluster_size * 2, MIN_VERBATIMS), f"topics.min_cluster_size={params.min_cluster_size} (hdbscan)"
     if n_docs >= need:
         return None
-    rows = feedback.height
-    where = (f"{rows:,} feedback rows, {feedback.filter(pl.col('text_status') == 'ok').height:,} with a usable comment"
-             if rows else "the clean stage kept no survey verbatims (a tickets-only export, or every row quarantined: "
-                          "see reports/metrics/clean.json)")
-    return f"only {n_docs:,} verbatims to model, {need} needed with {knob}: {where}"
+    if not feedback.height:
+        return why("no_verbatims", n=n_docs, need=need, knob=knob)
+    return why("too_few_verbatims", n=n_docs, need=need, knob=knob, rows=feedback.height,
+               usable=feedback.filter(pl.col("text_status") == "ok").height)
 
 
-def empty_result(docs: pl.DataFrame, why: str) -> TopicsResult:
+def empty_result(docs: pl.DataFrame, reason: dict[str, Any]) -> TopicsResult:
     """No topic model: empty tables with the stage's schemas and the reason in the metrics (the report says it)."""
     assignments = docs.select(ASSIGNMENT_COLUMNS + extra_columns(docs)).with_columns(
         pl.lit(-1, dtype=pl.Int64).alias("topic"), pl.lit(None, dtype=pl.Float64).alias("similarity"))
     table = pl.DataFrame(schema=TOPIC_TABLE_SCHEMA)
     metrics = {"verbatims": docs.height, "fitted_verbatims": 0, "n_topics": 0, "emerging_topics": [],
-               "skipped": [{"what": "topic model", "reason": why}]}
+               "skipped": [{"what": "topic model", **reason}]}
     return TopicsResult(
         assignments=assignments, topics=table, over_time=over_time(assignments), by_segment=by_segment(assignments),
         registry=pl.DataFrame(schema={"topic": pl.Int64, "centroid": pl.List(pl.Float32), "active": pl.Boolean,
@@ -482,8 +489,8 @@ def run(params: TopicsParams, root: str | Path = ".") -> TopicsResult:
     feedback = pl.read_parquet(root / params.in_feedback)
     embeddings = pl.read_parquet(root / params.in_embeddings)
     docs, vectors = docs_and_embeddings(feedback, embeddings)
-    if (why := too_few(len(docs), params, feedback)) is not None:
-        return empty_result(docs, why)
+    if (reason := too_few(len(docs), params, feedback)) is not None:
+        return empty_result(docs, reason)
     registry_path = root / params.out_registry
     registry = pl.read_parquet(registry_path) if registry_path.exists() else None
     model_id = embedding_model_id(embeddings)

@@ -77,6 +77,18 @@ def check_page(page: str) -> None:
                 for f in re.findall(r"<(?:p|li)\b[^>]*>(.*?)</(?:p|li)>", summary.group(0), flags=re.S)]
     findings = [f for f in findings if f]
     assert findings and len(findings) == len(set(findings)), f"duplicated finding in {findings}"
+    skipped = skipped_items(body)
+    assert len(skipped) == len(set(skipped)), f"a reason is listed twice: {skipped}"
+    if re.search(r'<html[^>]*\blang="ja"', page):  # a Japanese report words every reason in Japanese
+        english = [s for s in skipped if not re.search(r"[\u3040-\u30ff\u4e00-\u9fff]", s.split(":", 1)[-1])]
+        assert not english, f"reasons left in English in a Japanese report: {english}"
+
+
+def skipped_items(body: str) -> list[str]:
+    """The data-quality section's list of what was not computed, as shown."""
+    section = re.search(r"<h2>(?:データ品質|Data quality)</h2>(.*?)</section>", body, flags=re.S)
+    items = re.findall(r"<li>(.*?)</li>", section.group(1), flags=re.S) if section else []
+    return [re.sub(r"\s+", " ", htmllib.unescape(re.sub(r"<[^>]+>", "", i))).strip() for i in items]
 
 
 def window(dates: list[date], months: int) -> tuple[date, date]:
@@ -183,6 +195,8 @@ def test_tickets_only(kernel, tmp_path):
     # Kaplan–Meier median (every ticket here has a reply, so no censoring): the first time half are answered
     assert row["est_b"] == pytest.approx(hours[(len(hours) + 1) // 2 - 1], rel=1e-6)
     assert "初回応答時間" in text and "NPS" not in text[:text.index("データ品質")]
+    skipped = skipped_items(page)
+    assert sum("施策日が設定されていません" in s for s in skipped) == 1  # programme and ITS: one line, both named
 
 
 def test_a_segment_with_150_values(kernel, tmp_path):

@@ -104,7 +104,8 @@ def test_too_few_verbatims_give_an_empty_explained_result_and_every_declared_out
         assert (tmp_path / getattr(params, key)).is_file(), key
     assert (tmp_path / params.model_dir / "NO_MODEL.txt").is_file()
     kmeans = topics.too_few(30, TopicsParams(clusterer="kmeans", n_topics=12), pl.DataFrame(schema=FEEDBACK_SCHEMA))
-    assert "topics.n_topics=12 (kmeans)" in kmeans and "36 needed" in kmeans
+    assert kmeans is not None and kmeans["code"] == "no_verbatims"
+    assert "topics.n_topics=12 (kmeans)" in kmeans["reason"] and "36 needed" in kmeans["reason"]
 
 
 def test_over_time_shares_sum_to_one_per_month():
