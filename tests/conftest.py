@@ -7,13 +7,13 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-import yaml
+
+from projects import demo_project
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -30,16 +30,7 @@ def _run(cmd: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedP
 
 @pytest.fixture(scope="session")
 def workspace(tmp_path_factory) -> Path:
-    ws = tmp_path_factory.mktemp("koe-workspace")
-    for name in ("notebooks", "pipelines"):
-        shutil.copytree(ROOT / name, ws / name, ignore=shutil.ignore_patterns("__pycache__", ".ipynb_checkpoints"))
-    shutil.copy(ROOT / "dvc.yaml", ws / "dvc.yaml")
-    params = yaml.safe_load((ROOT / "params.yaml").read_text(encoding="utf-8"))
-    params["demo"].update(n_responses=N_RESPONSES, n_tickets=N_TICKETS)
-    (ws / "params.yaml").write_text(yaml.safe_dump(params, allow_unicode=True, sort_keys=False), encoding="utf-8")
-    _run(["dvc", "init", "--no-scm", "-q"], ws)
-    _run(["dvc", "config", "core.analytics", "false"], ws)
-    _run(["koe", "demo-data"], ws)
+    ws = demo_project(tmp_path_factory.mktemp("koe-workspace"), N_RESPONSES, N_TICKETS)
     proc = _run(["dvc", "repro"], ws)
     (ws / "first-repro.log").write_text(proc.stdout + proc.stderr, encoding="utf-8")
     return ws

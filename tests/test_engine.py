@@ -12,6 +12,7 @@ import pytest
 
 from pipelines import engine as eng
 from pipelines.schema import EngineParams
+from projects import cleaned_demo
 
 ROOT = Path(__file__).resolve().parent.parent
 N_DEMO = 400  # responses of the test demo (≈ 370 verbatims, ≈ 180 tickets): enough for a dozen partitions
@@ -60,13 +61,8 @@ class _Counter:
 @pytest.fixture(scope="module")
 def demo_inputs(tmp_path_factory):
     """The test demo's clean verbatims and tickets (the embed and sentiment stages' real inputs)."""
-    from pipelines import clean, demo, params
-    from pipelines.io import write_result
-
     ws = tmp_path_factory.mktemp("engine-ws")
-    p = params.load(ROOT / "params.yaml")
-    demo.generate(p.demo.model_copy(update={"n_responses": N_DEMO, "n_tickets": 200}), ws)
-    write_result(clean.run(p.clean, ws), p.clean, ws)
+    p = cleaned_demo(ws, N_DEMO, 200)
     return p, pl.read_parquet(ws / p.clean.out_feedback), pl.read_parquet(ws / p.clean.out_tickets)
 
 

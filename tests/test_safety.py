@@ -25,6 +25,7 @@ import yaml
 from pipelines import clean, inspect_export, pii, readers, schedule, semantic
 from pipelines.readers import InputError
 from pipelines.schema import CleanParams, SurveyColumns, SurveySource, TicketSource
+from projects import demo_project
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -384,16 +385,7 @@ def _sh(cmd: list[str], ws: Path, check: bool = True, **kw) -> subprocess.Comple
 @pytest.fixture(scope="module")
 def corpus_ws(tmp_path_factory) -> Path:
     """A 300-response demo plus the corpus survey and tickets, through `dvc repro` once."""
-    ws = tmp_path_factory.mktemp("koe-safety")
-    for name in ("notebooks", "pipelines"):
-        shutil.copytree(ROOT / name, ws / name, ignore=shutil.ignore_patterns("__pycache__", ".ipynb_checkpoints"))
-    shutil.copy(ROOT / "dvc.yaml", ws / "dvc.yaml")
-    params = yaml.safe_load((ROOT / "params.yaml").read_text(encoding="utf-8"))
-    params["demo"].update(n_responses=300, n_tickets=60)
-    (ws / "params.yaml").write_text(yaml.safe_dump(params, allow_unicode=True, sort_keys=False), encoding="utf-8")
-    _sh(["dvc", "init", "--no-scm", "-q"], ws)
-    _sh(["dvc", "config", "core.analytics", "false"], ws)
-    _sh(["koe", "demo-data"], ws)
+    ws = demo_project(tmp_path_factory.mktemp("koe-safety"), 300, 60)
     (ws / CORPUS_SURVEY).write_bytes(_corpus_survey())
     with open(ws / "data/raw/tickets.jsonl", "a", encoding="utf-8") as f:
         f.write(_corpus_tickets())

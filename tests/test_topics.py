@@ -12,11 +12,12 @@ import numpy as np
 import polars as pl
 import pytest
 
-from pipelines import demo, topics
+from pipelines import topics
 from pipelines.io import write_result, write_value
 from pipelines.schema import BOILERPLATE_JA, STOP_WORDS_JA, TopicsParams
 from pipelines.topic_words import Tokenizer, topic_diversity
 from pipelines.topics import emerging, over_time
+from projects import cleaned_demo
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -181,12 +182,10 @@ N_DEMO = 500
 @pytest.fixture(scope="module")
 def demo_ws(tmp_path_factory):
     """Clean + embedded small demo (the topic stage's real inputs) in a temporary workspace."""
-    from pipelines import clean, embed, params
+    from pipelines import embed
 
     ws = tmp_path_factory.mktemp("topics-ws")
-    p = params.load(ROOT / "params.yaml")
-    demo.generate(p.demo.model_copy(update={"n_responses": N_DEMO, "n_tickets": 20}), ws)
-    write_result(clean.run(p.clean, ws), p.clean, ws)
+    p = cleaned_demo(ws, N_DEMO, 20)
     write_result(embed.run(p.embed, ws), p.embed, ws)
     return ws
 
