@@ -40,7 +40,7 @@ import polars as pl
 
 from pipelines import kpi_registry
 from pipelines.drivers import drivers
-from pipelines.its import its_mde_multiplier, its_segmented, its_tests, newey_west_lags, poisson_its
+from pipelines.its import its_mde_multiplier, its_segmented, its_tests, poisson_its
 from pipelines.kpi_registry import KPIS
 from pipelines.kpi_tables import DRIVERS_SCHEMA, MONTHLY_SCHEMA, SHIFT_SCHEMA, comparison_row
 from datetime import timedelta
@@ -459,7 +459,7 @@ __all__ = [
     "RatingParams", "alerts", "alerts_document", "bh_adjust", "compare_means", "compare_medians", "compare_nps",
     "compare_proportions", "compare_rates", "compare_survival", "coverage_notes", "customer_sample", "drivers",
     "headline_findings", "its_mde_multiplier", "its_segmented", "its_tests", "km_median", "kpi_metrics",
-    "monthly_kpis", "newey_west_lags", "nps_adjusted_wald_ci", "nps_bootstrap_ci", "nps_counts", "nps_value",
+    "monthly_kpis", "nps_adjusted_wald_ci", "nps_bootstrap_ci", "nps_counts", "nps_value",
     "nps_variance", "nps_wald_ci", "poisson_its", "read_alerts", "run", "shift_tests", "skipped", "write",
     "decision_alpha", "VERDICT_UNCLEAR",
 ]
