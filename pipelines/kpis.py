@@ -152,8 +152,8 @@ def shift_tests(
                     b = sample(kpi, cell_b, params, exp_b.months)
                     if kpi.key not in noise:  # measured on the overall series, where it can be (see samples)
                         noise[kpi.key] = month_variance(kpi, sample(kpi, table, params), all_exposure, boundaries)
-                    deff, df = inflation(kpi, a, b, noise[kpi.key], (month_exposures(exp_a), month_exposures(exp_b)))
-                    res = compare_cell(kpi, a, b, params, deff, df)
+                    deff, df, power_df = inflation(kpi, a, b, noise[kpi.key], (month_exposures(exp_a), month_exposures(exp_b)))
+                    res = compare_cell(kpi, a, b, params, deff, df, power_df)
                     results.append(res)
                     rows.append(comparison_row(comparison, kpi.key, col, value, span_a.label, span_b.label, res, params))
         # Churn and repeat depend on the span's length: both sides get the same length, next to the split.

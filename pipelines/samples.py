@@ -249,7 +249,7 @@ def estimate(kpi: Kpi, s: Sample, alpha: float) -> st.Estimate:
 
 
 def compare_cell(kpi: Kpi, a: Sample, b: Sample, params: KpisParams, deff: Deff = (1.0, 1.0),
-                 df: float = math.inf) -> st.Comparison:
+                 df: float = math.inf, power_df: float | None = None) -> st.Comparison:
     """Full comparison; below ``min_n`` in either period the estimates and interval only (no test, no MDE).
 
     Ticket volume is a count over a fixed exposure: the count is the outcome, not a sample size, so it is
@@ -257,10 +257,11 @@ def compare_cell(kpi: Kpi, a: Sample, b: Sample, params: KpisParams, deff: Deff 
     """
     if kpi.family == "rate":
         if a.exposure > 0 and b.exposure > 0:
-            return st.with_t_reference(COMPARERS["rate"](a, b, params.alpha, params.power, deff), df, params.alpha, params.power)
+            res = COMPARERS["rate"](a, b, params.alpha, params.power, deff)
+            return st.with_t_reference(res, df, params.alpha, params.power, power_df)
     elif min(a.n, b.n) >= params.min_n:
         res = COMPARERS[kpi.family](a, b, params.alpha, params.power, deff)
-        return st.with_t_reference(res, df, params.alpha, params.power)
+        return st.with_t_reference(res, df, params.alpha, params.power, power_df)
     elif min(a.n, b.n) >= (2 if kpi.family == "mean" else 1):
         res = COMPARERS[kpi.family](a, b, params.alpha, params.power, deff)
         return replace(res, p_value=None, mde=None, mde_at=None)
@@ -390,21 +391,23 @@ def period_inflation(kpi: Kpi, s: Sample, noise: MonthNoise, exposures: dict[str
 
 
 def inflation(kpi: Kpi, a: Sample, b: Sample, noise: MonthNoise, exposures: tuple[dict[str, float], dict[str, float]]
-              ) -> tuple[Deff, float]:
-    """(deff per period, df of the t reference).
+              ) -> tuple[Deff, float, float]:
+    """(deff per period, df of the t reference, df of the MDE's power).
 
-    Satterthwaite's df, ``noise.df`` × (variance / month part)². When τ̂² = 0 the month part is taken at
-    ``tau2_max`` instead: τ̂² = 0 does not make the variance exact (Knapp–Hartung's point in few-study
-    meta-analysis), so the overall cell reads t on the residual df of the monthly series, while a cell
-    dominated by sampling (a small segment) stays close to normal.
+    Satterthwaite's df, ``noise.df`` × (variance / month part)². The test takes the month part at τ̂², or
+    at ``tau2_max`` when τ̂² = 0: τ̂² = 0 does not make the variance exact (Knapp–Hartung's point in
+    few-study meta-analysis). The MDE takes it at ``tau2_max`` always: a replicate whose τ̂² came out low
+    has a small SE *and* a large plug-in df, and a promise of power must not rest on both. The overall
+    cell then reads about the residual df; a cell dominated by sampling (a small segment) stays near normal.
     """
     fa, ma, xa, va = period_inflation(kpi, a, noise, exposures[0])
     fb, mb, xb, vb = period_inflation(kpi, b, noise, exposures[1])
-    total, month = fa * va + fb * vb, ma * va + mb * vb
-    if month <= 0:
-        month = xa * va + xb * vb
-    df = noise.df * (total / month) ** 2 if month > 0 else math.inf
-    return (fa, fb), df
+    total, month, month_max = fa * va + fb * vb, ma * va + mb * vb, xa * va + xb * vb
+
+    def satterthwaite(part: float) -> float:
+        return noise.df * max(total / part, 1.0) ** 2 if part > 0 else math.inf
+
+    return (fa, fb), satterthwaite(month if month > 0 else month_max), satterthwaite(month_max)
 
 
 def month_exposures(span: Span) -> dict[str, float]:

@@ -537,13 +537,16 @@ def mde_multiplier(df: int, alpha: float = 0.05, power: float = 0.8, grid: int =
 MAX_T_DF = 10_000  # beyond this t is normal for every threshold used here
 
 
-def with_t_reference(res: Comparison, df: float, alpha: float = 0.05, power: float = 0.8) -> Comparison:
+def with_t_reference(res: Comparison, df: float, alpha: float = 0.05, power: float = 0.8,
+                     power_df: float | None = None) -> Comparison:
     """The comparison's z statistic read against t with ``df`` degrees of freedom (part of the variance is
     estimated from few months): p and interval half-widths widened to match; the MDE is ``mde_multiplier``
-    × SE, so a shift of the reported MDE is found with ``power`` on average over the estimated SE."""
+    × SE on ``power_df`` (default ``df``), so a shift of the reported MDE is found with ``power`` on average
+    over the estimated SE."""
     if not math.isfinite(df) or res.p_value is None:
         return res
     df = min(df, MAX_T_DF)
+    k_df = max(int(min(df if power_df is None else power_df, MAX_T_DF)), 1)
     z = float(stats.norm.isf(res.p_value / 2))
     ratio = float(stats.t.ppf(1 - alpha / 2, df)) / z_crit(alpha)
     low = res.diff - (res.diff - res.ci_low) * ratio if res.ci_low is not None and res.diff is not None else res.ci_low
@@ -552,7 +555,7 @@ def with_t_reference(res: Comparison, df: float, alpha: float = 0.05, power: flo
 
     def mde_at(x: float) -> float | None:
         m = inner(x) if inner else None
-        return None if m is None else m * mde_multiplier(max(int(df), 1), x, power) / (z_crit(x) + float(stats.norm.ppf(power)))
+        return None if m is None else m * mde_multiplier(k_df, x, power) / (z_crit(x) + float(stats.norm.ppf(power)))
 
     return replace(res, p_value=p_value(2 * stats.t.sf(z, df)), ci_low=low, ci_high=high,
                    mde=mde_at(alpha) if inner else None, mde_at=mde_at if inner else None)

@@ -955,12 +955,34 @@ def test_zero_month_variance_still_reads_t_on_the_residual_df():
     half = 6 * 400
     a = Sample(values[:half], months=series.months[:half])
     b = Sample(values[half:], months=series.months[half:])
-    deff, df = inflation(nps, a, b, noise, ({}, {}))
-    assert deff == (1.0, 1.0) and noise.df <= df < 100
+    deff, df, power_df = inflation(nps, a, b, noise, ({}, {}))
+    assert deff == (1.0, 1.0) and noise.df <= df == power_df < 100
     params = KpisParams()
     plain, widened = compare_cell(nps, a, b, params), compare_cell(nps, a, b, params, deff, df)
     assert widened.ci_high - widened.ci_low > (plain.ci_high - plain.ci_low) * 1.01
     assert widened.p_value > plain.p_value and widened.mde > plain.mde
+
+
+def test_mde_power_rests_on_the_month_noise_the_series_cannot_rule_out():
+    # Month noise well above sampling (τ̂² > 0): the test reads t on the plug-in Satterthwaite df, the MDE on
+    # the df at tau2_max (no larger), so a low τ̂² cannot make the promised power rest on a large df too.
+    from pipelines import kpi_registry
+    from pipelines.samples import Sample, compare_cell, inflation, month_variance
+
+    nps = kpi_registry.get("nps")
+    rng = np.random.default_rng(11)
+    shifts = rng.normal(0, 0.02, 12)  # month NPS SD ~4 points, as the sampling noise
+    values = np.concatenate([_draw_nps(rng, 400, 0.4 + s, 0.25 - s) for s in shifts]).astype(float)
+    series = Sample(values, months=np.repeat(np.array(MONTHS), 400))
+    noise = month_variance(nps, series, splits=[date(2026, 5, 1)])
+    assert noise.tau2_max > noise.tau2 > 0
+    half = 6 * 400
+    a = Sample(values[:half], months=series.months[:half])
+    b = Sample(values[half:], months=series.months[half:])
+    deff, df, power_df = inflation(nps, a, b, noise, ({}, {}))
+    assert noise.df <= power_df < df
+    params = KpisParams()
+    assert compare_cell(nps, a, b, params, deff, df, power_df).mde > compare_cell(nps, a, b, params, deff, df).mde
 
 
 def test_t_reference_mde_averages_power_over_the_estimated_se():
