@@ -9,13 +9,14 @@ over-dispersion by the Pearson scale (quasi-Poisson). ``poisson_its`` is the pap
 reproduces its Sicily smoking-ban rate ratios.
 
 Autocorrelation. Monthly KPI series carry AR(1)-like month-to-month persistence, and 12 points are too few
-for Newey–West (20 % rejections at nominal 5 % in the tests) or for GLSAR's own ρ estimate (biased towards
-0 by about −(1 + 3ρ)/T and by the regression). The errors here are those of the fitted coefficients under
+for Newey–West (20 % rejections at nominal 5 % in the tests; so no HAC and no lag choice) or for GLSAR's own
+ρ estimate (biased towards 0 by about −(1 + 3ρ)/T and by the regression). The errors here are those of the fitted coefficients under
 AR(1) errors with a bias-corrected ρ (Prais–Winsten's error model, keeping the WLS/GLM point estimates):
   Var(b) = σ² (X'WX)⁻¹ X'W^½ R(ρ) W^½ X (X'WX)⁻¹,  R(ρ)_ij = ρ^|i−j|,
 ρ from the lag-1 autocorrelation of the (Pearson) residuals minus its exact expectation under independence
-for this design, tr(M A)/tr(M), plus Kendall's 3ρ/T; σ² = RSS / tr(M R(ρ)) so the residual variance is not
-understated either. References: t with T − p − 1 df (one for ρ). ``bench/robustness.py`` shows the size
+for this design, tr(M A)/tr(M), plus Kendall's 3ρ/T, then one Bartlett SE up (``pipelines.stats.ar1_rho``:
+an understated ρ is a false alarm, an overstated one only costs power); σ² = RSS / tr(M R(ρ)) so the
+residual variance is not understated either. References: t with T − p − 1 df (one for ρ). ``bench/robustness.py`` shows the size
 at ρ = 0.3 and 0.6. Seasonality: ``harmonics`` sine/cosine pairs of the month of year, used only when the
 series spans at least 24 months (a shorter series cannot tell a season from the programme).
 """
@@ -26,51 +27,20 @@ import calendar
 import math
 from collections.abc import Sequence
 from datetime import date
-from functools import lru_cache
 from typing import Any
 
 import numpy as np
 import polars as pl
-from scipy import optimize, stats
+from scipy import stats
 
 from pipelines import kpi_registry
 from pipelines.kpi_tables import comparison_row
 from pipelines.periods import add_months, its_start, month_index
 from pipelines.schema import KpisParams
-from pipelines.stats import Comparison, finite, p_value, sign
+from pipelines.stats import Comparison, ar1_rho, finite, p_value, sign
+from pipelines.stats import mde_multiplier as its_mde_multiplier
 
 SEASONAL_MIN_MONTHS = 24
-
-
-def newey_west_lags(n_obs: int) -> int:
-    """Newey–West (1994) rule of thumb for the HAC truncation lag: floor(4 (T/100)^(2/9))."""
-    return int(math.floor(4 * (n_obs / 100) ** (2 / 9)))
-
-
-@lru_cache(maxsize=256)
-def its_mde_multiplier(df: int, alpha: float = 0.05, power: float = 0.8, grid: int = 400) -> float:
-    """k such that a shift of k × (estimated SE) is found with probability ``power`` on average.
-
-    The t-test's power at shift δ is the noncentral-t tail P(T(df, δ/σ) > t_{1−α/2}). The reported
-    MDE plugs in an estimated SE, σ·sqrt(χ²_df/df), which on a 12-month series (df = 8) is often
-    too small: the textbook k = t_{1−α/2} + t_power gives power ≈ 0.75 on average at the reported
-    MDE. Here k is solved so that the power averaged over the SE's sampling distribution (a
-    quantile grid of χ²_df) equals ``power``; for large df it equals the textbook value.
-    """
-    scale = np.sqrt(stats.chi2.ppf((np.arange(grid) + 0.5) / grid, df) / df)
-    crit = float(stats.t.ppf(1 - alpha / 2, df))
-    # The opposite tail is below 1e-4 at these shifts; nct.cdf there returns NaN for large shifts.
-    def shortfall(k: float) -> float:
-        return float(np.mean(stats.nct.sf(crit, df, k * scale))) - power
-
-    upper = 4.0
-    while shortfall(upper) < 0:  # heavy χ² tails at tiny df: widen until the root is bracketed
-        upper *= 2
-        if upper > 1e6:
-            return math.inf
-    return float(optimize.brentq(shortfall, 0.0, upper))
-
-
 
 
 def fourier(month_of_year: np.ndarray, harmonics: int, period: int = 12) -> np.ndarray:
@@ -122,9 +92,7 @@ def _ar1_cov(X: np.ndarray, w: np.ndarray, resid: np.ndarray) -> tuple[np.ndarra
     r = sw * resid  # standardised (Pearson) residuals
     A = (np.eye(T, k=1) + np.eye(T, k=-1)) / 2
     denom = float(r @ r)
-    rho_hat = float(r @ A @ r) / denom if denom > 0 else 0.0
-    null_bias = float(np.trace(M @ A) / np.trace(M))
-    rho = float(np.clip(rho_hat - null_bias + 3 * max(rho_hat, 0.0) / T, 0.0, 0.95))
+    rho = ar1_rho(r, M, A, 0.95)
     lag = np.abs(np.subtract.outer(np.arange(T), np.arange(T)))
     R = rho ** lag
     sigma2 = denom / float(np.trace(M @ R))
@@ -142,7 +110,6 @@ def its_segmented(
     harmonics: int = 0,
     alpha: float = 0.05,
     power: float = 0.8,
-    maxlags: int | None = None,
 ) -> tuple[Comparison, Comparison]:
     """Segmented regression of a monthly series around ``start`` (first month of the new regime).
 
@@ -155,8 +122,7 @@ def its_segmented(
       per month at t0 (est_a: the pre-trend's counterfactual); the slope row in log-rate per month (effect
       size: the monthly rate ratio).
 
-    Returns (level, slope) comparisons; n_a/n_b are the summed weights (counts: the events). ``maxlags`` is
-    kept for callers and unused (no HAC).
+    Returns (level, slope) comparisons; n_a/n_b are the summed weights (counts: the events).
     """
     # The modules themselves: statsmodels.api also imports graphics, tsa and more (~1-3 s per kpis run).
     from statsmodels.genmod import families
@@ -178,7 +144,6 @@ def its_segmented(
     df = len(y) - X.shape[1] - 1  # one more for ρ
     if df < 1:
         raise ValueError(f"{len(y)} months: too few for a segmented regression ({X.shape[1]} parameters and ρ)")
-    crit = its_mde_multiplier(df, alpha, power)
     if count:
         n_a, n_b = int(round(y[post == 0].sum())), int(round(y[post > 0].sum()))
         days = (np.array([calendar.monthrange(i // 12, i % 12 + 1)[1] for i in idx], dtype=float)
@@ -231,7 +196,6 @@ def its_segmented(
                            b[2] / sd if sd else None, "level_change_sd", lambda x: k(x) * se[2])
         slope = comparison(b[1], b[1] + b[3], b[3], ci[3, 0], ci[3, 1], p[3],
                            b[3] * n_post / sd if sd else None, "slope_change_sd_by_end", lambda x: k(x) * se[3])
-    del crit
     return level, slope
 
 

@@ -40,7 +40,7 @@ import polars as pl
 
 from pipelines import kpi_registry
 from pipelines.drivers import drivers
-from pipelines.its import its_mde_multiplier, its_segmented, its_tests, newey_west_lags, poisson_its
+from pipelines.its import its_mde_multiplier, its_segmented, its_tests, poisson_its
 from pipelines.kpi_registry import KPIS
 from pipelines.kpi_tables import DRIVERS_SCHEMA, MONTHLY_SCHEMA, SHIFT_SCHEMA, comparison_row
 from datetime import timedelta
@@ -154,8 +154,8 @@ def shift_tests(
                     b = sample(kpi, cell_b, params, exp_b.months)
                     if kpi.key not in noise:  # measured on the overall series, where it can be (see samples)
                         noise[kpi.key] = month_variance(kpi, sample(kpi, table, params), all_exposure, boundaries)
-                    deff, df = inflation(kpi, a, b, noise[kpi.key], (month_exposures(exp_a), month_exposures(exp_b)))
-                    res = compare_cell(kpi, a, b, params, deff, df)
+                    deff, df, power_df = inflation(kpi, a, b, noise[kpi.key], (month_exposures(exp_a), month_exposures(exp_b)))
+                    res = compare_cell(kpi, a, b, params, deff, df, power_df)
                     results.append(res)
                     rows.append(comparison_row(comparison, kpi.key, col, value, span_a.label, span_b.label, res, params))
         # Churn and repeat depend on the span's length: both sides get the same length, next to the split.
@@ -463,7 +463,7 @@ __all__ = [
     "RatingParams", "alerts", "alerts_document", "bh_adjust", "compare_means", "compare_medians", "compare_nps",
     "compare_proportions", "compare_rates", "compare_survival", "coverage_notes", "customer_sample", "drivers",
     "headline_findings", "its_mde_multiplier", "its_segmented", "its_tests", "km_median", "kpi_metrics",
-    "monthly_kpis", "newey_west_lags", "nps_adjusted_wald_ci", "nps_bootstrap_ci", "nps_counts", "nps_value",
+    "monthly_kpis", "nps_adjusted_wald_ci", "nps_bootstrap_ci", "nps_counts", "nps_value",
     "nps_variance", "nps_wald_ci", "poisson_its", "read_alerts", "run", "shift_tests", "skipped", "write",
     "decision_alpha", "VERDICT_UNCLEAR",
 ]

@@ -22,8 +22,16 @@ runs on n / deff):
   cell's monthly series with an AR(1) month-to-month correlation ρ (``month_variance``), added to the period
   mean's variance as τ² w'R(ρ)w (w the months' shares of the period, R_ij = ρ^|i−j|). Both are moment
   estimates from the monthly means around their segment means, the segments cut at every boundary the run
-  tests, so a real shift there does not inflate its own noise. A period of a few months then carries month
-  noise however many responses it has — what the null simulations of ``bench/robustness.py`` check.
+  tests, so a real shift there does not inflate its own noise.
+  Few months make this estimate rough, and the test says so (``inflation``): ρ is taken one standard error
+  above its bias-corrected estimate (``pipelines.stats.ar1_rho``), and the statistic is read against t on
+  the series' residual df (months − segments − 1 for ρ) by Satterthwaite, where τ̂² = 0
+  is not "sampling noise only" (as Knapp–Hartung / Sidik–Jonkman read a zero between-study variance in
+  few-study meta-analysis). The MDE averages the power over the estimated SE
+  (``pipelines.stats.mde_multiplier``) on the df at ``tau2_max``, at the BH threshold the decision uses,
+  so a planted shift of the reported MDE is found ≥ 80 % of the time (``bench/robustness.py``).
+  Persistence as strong as AR(1) ρ = 0.6 still leaves the before/after test liberal on 12 months (see
+  bench/NOTES-issue14.md): few months cannot tell persistent noise from a level shift.
   τ² and ρ are measured on the KPI's overall monthly series and applied to every cell on the unit scale: a
   segment of ~40 responses a month cannot tell month noise from sampling noise (its estimate is mostly
   noise and would cost the power the simulations show), while month-wide swings reach every segment.
@@ -245,7 +253,7 @@ def estimate(kpi: Kpi, s: Sample, alpha: float) -> st.Estimate:
 
 
 def compare_cell(kpi: Kpi, a: Sample, b: Sample, params: KpisParams, deff: Deff = (1.0, 1.0),
-                 df: float = math.inf) -> st.Comparison:
+                 df: float = math.inf, power_df: float | None = None) -> st.Comparison:
     """Full comparison; below ``min_n`` in either period the estimates and interval only (no test, no MDE).
 
     Ticket volume is a count over a fixed exposure: the count is the outcome, not a sample size, so it is
@@ -253,10 +261,11 @@ def compare_cell(kpi: Kpi, a: Sample, b: Sample, params: KpisParams, deff: Deff 
     """
     if kpi.family == "rate":
         if a.exposure > 0 and b.exposure > 0:
-            return st.with_t_reference(COMPARERS["rate"](a, b, params.alpha, params.power, deff), df, params.alpha, params.power)
+            res = COMPARERS["rate"](a, b, params.alpha, params.power, deff)
+            return st.with_t_reference(res, df, params.alpha, params.power, power_df)
     elif min(a.n, b.n) >= params.min_n:
         res = COMPARERS[kpi.family](a, b, params.alpha, params.power, deff)
-        return st.with_t_reference(res, df, params.alpha, params.power)
+        return st.with_t_reference(res, df, params.alpha, params.power, power_df)
     elif min(a.n, b.n) >= (2 if kpi.family == "mean" else 1):
         res = COMPARERS[kpi.family](a, b, params.alpha, params.power, deff)
         return replace(res, p_value=None, mde=None, mde_at=None)
@@ -292,20 +301,21 @@ class MonthNoise:
 
     tau2: float = 0.0
     rho: float = 0.0
-    df: float = math.inf  # residual degrees of freedom behind τ² (for the Satterthwaite reference)
+    df: float = math.inf  # residual degrees of freedom behind τ² (for the t reference)
+    tau2_max: float = 0.0  # all residual variance read as month noise: what τ̂² = 0 cannot rule out
 
 
 def month_variance(kpi: Kpi, series: Sample, exposures: dict[str, float] | None = None,
                    splits: Sequence[date] = ()) -> MonthNoise:
     """τ² and AR(1) ρ of one cell's monthly series, on the family's unit scale (per month for rates).
 
-    The months are cut into segments at ``splits`` (the boundary being tested), so a real shift there does
-    not count as month noise. ρ is the lag-1 autocorrelation of the monthly means around their segment means,
-    less its exact expectation under independence for this design and plus Kendall's 3ρ/M (as in
-    ``pipelines.its``); τ² solves E[r'r] = τ² tr(M R(ρ)) + Σ M_mm v_m (M the projection off the segment
-    means, v_m the month's sampling variance): a moment estimate in the manner of DerSimonian–Laird that
-    also corrects for the persistence a few months' mean hides. Families not inflated, or fewer than ``MIN_RESIDUAL_DF`` residual
-    degrees of freedom: no month component.
+    The months are cut into segments at ``splits`` (the boundaries being tested), so a real shift there
+    does not count as month noise. ρ: ``pipelines.stats.ar1_rho`` of the monthly means around their segment
+    means (as in ``pipelines.its``); τ² solves E[r'r] = τ² tr(M R(ρ)) + Σ M_mm v_m (M the projection off the
+    segment means, v_m the month's sampling variance): a moment estimate in the manner of
+    DerSimonian–Laird that also corrects for the persistence a few months' mean hides. ``tau2_max`` is
+    r'r / tr(M R(ρ)), all residual variance read as month noise (for the df, see ``inflation``). Families
+    not inflated, or fewer than ``MIN_RESIDUAL_DF`` residual degrees of freedom: no month component.
     """
     if kpi.family not in INFLATED or series.months is None or not series.n:
         return MonthNoise()
@@ -329,71 +339,79 @@ def month_variance(kpi: Kpi, series: Sample, exposures: dict[str, float] | None 
     df = months.size - seg_ids.size
     if df < MIN_RESIDUAL_DF:
         return MonthNoise()
-    # Residuals of the monthly means around their segment means; AR(1) moments as in pipelines.its.
+    # Residuals of the monthly means around their segment means; AR(1) ρ as in pipelines.its.
     X = (seg_inv[:, None] == np.arange(seg_ids.size)[None, :]).astype(float)
     M = np.eye(months.size) - X @ np.linalg.pinv(X)
     resid = M @ means
     lag = np.abs(np.subtract.outer(idx, idx))
     A = (lag == 1) * (segment[:, None] == segment[None, :]) / 2.0
-    denom = float(resid @ resid)
-    rho = 0.0
-    if denom > 0 and A.any():
-        rho_hat = float(resid @ A @ resid) / denom
-        null_bias = float(np.trace(M @ A) / np.trace(M))
-        rho = float(np.clip(rho_hat - null_bias + 3 * max(rho_hat, 0.0) / months.size, 0.0, 0.9))
-    R = rho ** lag
+    rho = st.ar1_rho(resid, M, A, 0.9)
     # E[r'r] = τ² tr(M R) + Σ_m M_mm v_m: solve for τ² (the sampling part is known).
-    tau2 = max((denom - float(np.sum(np.diag(M) * sampling))) / float(np.trace(M @ R)), 0.0)
-    if tau2 == 0:
-        rho = 0.0
-    return MonthNoise(tau2, rho, float(df))
+    denom, trace_mr = float(resid @ resid), float(np.trace(M @ rho ** lag))
+    tau2 = max((denom - float(np.sum(np.diag(M) * sampling))) / trace_mr, 0.0)
+    # One df for ρ, as in pipelines.its (T − p − 1).
+    return MonthNoise(tau2, rho, float(df - A.any()), denom / trace_mr)
 
 
-def _month_term(noise: MonthNoise, months: np.ndarray, shares: np.ndarray) -> float:
-    """τ² w'R(ρ)w: the month noise in a period mean with month shares w."""
+def _month_term(noise: MonthNoise, months: np.ndarray, shares: np.ndarray, tau2: float | None = None) -> float:
+    """τ² w'R(ρ)w: the month noise in a period mean with month shares w (``tau2`` overrides τ̂²)."""
     idx = np.array([int(m[:4]) * 12 + int(m[5:7]) for m in months])
     R = noise.rho ** np.abs(np.subtract.outer(idx, idx))
-    return noise.tau2 * float(shares @ R @ shares)
+    return (noise.tau2 if tau2 is None else tau2) * float(shares @ R @ shares)
 
 
-def period_inflation(kpi: Kpi, s: Sample, noise: MonthNoise, exposures: dict[str, float] | None = None) -> tuple[float, float, float]:
-    """(variance inflation ≥ 1, its month part, the independent variance of the period's estimate)."""
+def period_inflation(kpi: Kpi, s: Sample, noise: MonthNoise, exposures: dict[str, float] | None = None
+                     ) -> tuple[float, float, float, float]:
+    """(variance inflation ≥ 1, its month part, the month part at ``tau2_max``, the independent variance of the
+    period's estimate); month parts relative to the independent variance."""
     if kpi.family not in INFLATED or s.n < 2:
-        return 1.0, 0.0, 0.0
+        return 1.0, 0.0, 0.0, 0.0
     if kpi.family == "rate":
         months = np.array(sorted(exposures or {}))
         expo = np.array([(exposures or {})[m] for m in months])
         independent = (s.n / s.exposure) / s.exposure if s.exposure > 0 else 0.0
         if independent <= 0 or not months.size:
-            return 1.0, 0.0, 0.0
-        month = _month_term(noise, months, expo / expo.sum()) / independent
-        return 1.0 + month, month, independent
+            return 1.0, 0.0, 0.0, 0.0
+        w = expo / expo.sum()
+        month = _month_term(noise, months, w) / independent
+        return 1.0 + month, month, _month_term(noise, months, w, noise.tau2_max) / independent, independent
     u = _unit(kpi, s.values)
     e = u - u.mean()
     ss = float(np.sum(e ** 2))
     if ss == 0:
-        return 1.0, 0.0, 0.0
+        return 1.0, 0.0, 0.0, 0.0
     independent = ss / (u.size - 1) / u.size
     cluster = 1.0
     if s.clusters is not None:
         keys = np.where(s.clusters == None, np.arange(u.size).astype(str), s.clusters).astype(str)  # noqa: E711
         _, inv = np.unique(keys, return_inverse=True)
         cluster = max(float(np.sum(np.bincount(inv, weights=e) ** 2)) / ss, 1.0)
-    month = 0.0
-    if noise.tau2 > 0 and s.months is not None:
+    month = month_max = 0.0
+    if s.months is not None:
         months, counts = np.unique(s.months, return_counts=True)
         month = _month_term(noise, months, counts / u.size) / independent
-    return cluster + month, month, independent
+        month_max = _month_term(noise, months, counts / u.size, noise.tau2_max) / independent
+    return cluster + month, month, month_max, independent
 
 
 def inflation(kpi: Kpi, a: Sample, b: Sample, noise: MonthNoise, exposures: tuple[dict[str, float], dict[str, float]]
-              ) -> tuple[Deff, float]:
-    """(deff per period, Satterthwaite df): the month part of the variance is estimated on ``noise.df`` df."""
-    fa, ma, va = period_inflation(kpi, a, noise, exposures[0])
-    fb, mb, vb = period_inflation(kpi, b, noise, exposures[1])
-    total, month = fa * va + fb * vb, ma * va + mb * vb
-    df = noise.df * (total / month) ** 2 if month > 0 else math.inf
-    return (fa, fb), df
+              ) -> tuple[Deff, float, float]:
+    """(deff per period, df of the t reference, df of the MDE's power).
+
+    Satterthwaite's df, ``noise.df`` × (variance / month part)². The test takes the month part at τ̂², or
+    at ``tau2_max`` when τ̂² = 0: τ̂² = 0 does not make the variance exact (Knapp–Hartung's point in
+    few-study meta-analysis). The MDE takes it at ``tau2_max`` always: a replicate whose τ̂² came out low
+    has a small SE *and* a large plug-in df, and a promise of power must not rest on both. The overall
+    cell then reads about the residual df; a cell dominated by sampling (a small segment) stays near normal.
+    """
+    fa, ma, xa, va = period_inflation(kpi, a, noise, exposures[0])
+    fb, mb, xb, vb = period_inflation(kpi, b, noise, exposures[1])
+    total, month, month_max = fa * va + fb * vb, ma * va + mb * vb, xa * va + xb * vb
+
+    def satterthwaite(part: float) -> float:
+        return noise.df * max(total / part, 1.0) ** 2 if part > 0 else math.inf
+
+    return (fa, fb), satterthwaite(month if month > 0 else month_max), satterthwaite(month_max)
 
 
 def month_exposures(span: Span) -> dict[str, float]:

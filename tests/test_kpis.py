@@ -483,12 +483,13 @@ def test_its_recovers_planted_level_and_slope_changes():
 
 
 def test_its_poisson_counts_give_rate_ratio():
-    # Daily rate 2 before, 3 after (rate ratio 1.5); counts scale with days in the month.
+    # Daily rate 2 before, 3.5 after (rate ratio 1.75); counts scale with days in the month. (1.5 was found
+    # at p 0.08 once ρ is taken one SE up: on 12 months the ITS trades power for its size under AR(1).)
     rng = np.random.default_rng(4)
     days = np.array([30, 31, 31, 28, 31, 30, 31, 30, 31, 31, 30, 31])
-    counts = rng.poisson(np.where(np.arange(12) >= 6, 3.0, 2.0) * days)
+    counts = rng.poisson(np.where(np.arange(12) >= 6, 3.5, 2.0) * days)
     level, slope = kpis.its_segmented(MONTHS, counts, "2026-05", count=True)
-    assert level.effect_size == pytest.approx(1.5, rel=0.25) and level.effect_size_kind == "rate_ratio"
+    assert level.effect_size == pytest.approx(1.75, rel=0.25) and level.effect_size_kind == "rate_ratio"
     assert level.p_value < 0.05 and level.method == "its_poisson_glm_ar1"
     assert (level.n_a, level.n_b) == (int(counts[:6].sum()), int(counts[6:].sum()))  # events, not months
     assert slope.effect_size_kind == "rate_ratio_per_month"
@@ -535,10 +536,6 @@ def test_its_mde_multiplier_reaches_the_textbook_value_for_long_series():
     textbook = lambda df: float(stats.t.ppf(0.975, df) + stats.t.ppf(0.8, df))  # noqa: E731
     assert kpis.its_mde_multiplier(10_000) == pytest.approx(textbook(10_000), rel=2e-3)
     assert kpis.its_mde_multiplier(8) > textbook(8) * 1.05  # the estimated SE costs power on short series
-
-
-def test_newey_west_lag_rule():
-    assert kpis.newey_west_lags(12) == 2 and kpis.newey_west_lags(100) == 4
 
 
 def test_its_rows_join_the_bh_family(fixture_tables, tests_frame):
@@ -933,3 +930,84 @@ def test_driver_trend_ratio_is_bounded(fixture_tables):
     trend = dict(zip(d["topic"].to_list(), d["trend"].to_list()))
     assert trend[1] == 3.0 and trend[2] == pytest.approx(1 / 3)
     assert all(r["priority"] == pytest.approx(abs(r["impact"]) * r["trend"]) for r in d.iter_rows(named=True))
+
+
+# ---------------------------------------------------------------------------------------------
+# Month noise (issue 14, dependence): τ̂² = 0 is not "sampling noise only"
+# ---------------------------------------------------------------------------------------------
+
+
+def test_zero_month_variance_still_reads_t_on_the_residual_df():
+    # Month means that differ by less than sampling noise: τ̂² = 0. The old code read that as "sampling noise
+    # only" (normal reference, the pure-sampling interval); the month share it cannot rule out now gives t.
+    from pipelines import kpi_registry
+    from pipelines.samples import Sample, compare_cell, inflation, month_variance
+
+    nps = kpi_registry.get("nps")
+    one = _draw_nps(np.random.default_rng(3), 400, 0.4, 0.25).astype(float)
+    other = one.copy()
+    other[np.flatnonzero(other <= 6)[:16]] = 8.0  # 16 detractors become passives: 4 points, sampling SD ~4
+    pattern = [0, 1, 0, 1, 0, 1, 1, 0, 1, 0, 1, 1]  # 3 altered months before the programme, 2 after
+    values = np.concatenate([one if k else other for k in pattern])
+    series = Sample(values, months=np.repeat(np.array(MONTHS), 400))
+    noise = month_variance(nps, series, splits=[date(2026, 5, 1)])
+    assert noise.tau2 == 0 < noise.tau2_max and noise.df == 12 - 2 - 1  # segments and ρ cost a df each
+    half = 6 * 400
+    a = Sample(values[:half], months=series.months[:half])
+    b = Sample(values[half:], months=series.months[half:])
+    deff, df, power_df = inflation(nps, a, b, noise, ({}, {}))
+    assert deff == (1.0, 1.0) and noise.df <= df == power_df < 100
+    params = KpisParams()
+    plain, widened = compare_cell(nps, a, b, params), compare_cell(nps, a, b, params, deff, df)
+    assert widened.ci_high - widened.ci_low > (plain.ci_high - plain.ci_low) * 1.01
+    assert widened.p_value > plain.p_value and widened.mde > plain.mde
+
+
+def test_mde_power_rests_on_the_month_noise_the_series_cannot_rule_out():
+    # Month noise well above sampling (τ̂² > 0): the test reads t on the plug-in Satterthwaite df, the MDE on
+    # the df at tau2_max (no larger), so a low τ̂² cannot make the promised power rest on a large df too.
+    from pipelines import kpi_registry
+    from pipelines.samples import Sample, compare_cell, inflation, month_variance
+
+    nps = kpi_registry.get("nps")
+    rng = np.random.default_rng(11)
+    shifts = rng.normal(0, 0.02, 12)  # month NPS SD ~4 points, as the sampling noise
+    values = np.concatenate([_draw_nps(rng, 400, 0.4 + s, 0.25 - s) for s in shifts]).astype(float)
+    series = Sample(values, months=np.repeat(np.array(MONTHS), 400))
+    noise = month_variance(nps, series, splits=[date(2026, 5, 1)])
+    assert noise.tau2_max > noise.tau2 > 0
+    half = 6 * 400
+    a = Sample(values[:half], months=series.months[:half])
+    b = Sample(values[half:], months=series.months[half:])
+    deff, df, power_df = inflation(nps, a, b, noise, ({}, {}))
+    assert noise.df <= power_df < df
+    params = KpisParams()
+    assert compare_cell(nps, a, b, params, deff, df, power_df).mde > compare_cell(nps, a, b, params, deff, df).mde
+
+
+def test_t_reference_mde_averages_power_over_the_estimated_se():
+    # A shift of the reported MDE must be found with the stated power on average over the noisy SE, not
+    # only when the SE happens to be right: the textbook t quantiles fall short on few df.
+    res = kpis.compare_nps(_draw_nps(np.random.default_rng(4), 300, 0.4, 0.3), _draw_nps(np.random.default_rng(5), 300, 0.4, 0.3))
+    from pipelines.stats import with_t_reference
+
+    textbook = float(stats.t.ppf(1 - 0.0125 / 2, 8) + stats.t.ppf(0.8, 8)) / float(stats.norm.ppf(1 - 0.0125 / 2) + stats.norm.ppf(0.8))
+    widened = with_t_reference(res, 8.0)
+    assert widened.mde_at(0.0125) == pytest.approx(res.mde_at(0.0125) * kpis.its_mde_multiplier(8, 0.0125) /
+                                                   float(stats.norm.ppf(1 - 0.0125 / 2) + stats.norm.ppf(0.8)))
+    assert widened.mde_at(0.0125) > res.mde_at(0.0125) * textbook * 1.03
+
+
+def test_ar1_rho_is_raised_by_its_standard_error():
+    # White noise around two segment means: the bias-corrected ρ̂ is near 0, and one Bartlett SE (sqrt(1/T))
+    # is added so that an understated persistence does not turn into false alarms.
+    from pipelines.stats import ar1_rho
+
+    T = 12
+    X = np.repeat(np.eye(2), 6, axis=0)
+    M = np.eye(T) - X @ np.linalg.pinv(X)
+    A = (np.eye(T, k=1) + np.eye(T, k=-1)) / 2
+    r = M @ np.random.default_rng(6).normal(size=T)
+    assert ar1_rho(r, M, A, 0.9) >= math.sqrt(1 / T) - 1e-12
+    assert ar1_rho(r, M, A, 0.2) == 0.2
+    assert ar1_rho(np.zeros(T), M, A, 0.9) == 0.0
