@@ -26,7 +26,7 @@ def enable(packages: tuple[str, ...] = PACKAGES) -> int:
         if module is None or name.split(".")[0] not in packages:
             continue
         for obj in list(vars(module).values()):
-            if isinstance(obj, Dispatcher) and isinstance(obj._cache, NullCache):
+            if isinstance(obj, Dispatcher) and isinstance(getattr(obj, "_cache", None), NullCache):
                 obj.enable_caching()
                 enabled += 1
     return enabled

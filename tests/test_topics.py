@@ -365,3 +365,17 @@ def test_topic_words_are_written_as_people_write_them_and_function_words_go_in_a
     words = tok("ゴミ箱が使いにくいため、それぞれのお客様によって違う事がある。故障の為、修理に出した。アップデートに因る不具合のこと")
     assert {"ゴミ箱", "それぞれ", "お客様", "故障", "修理", "アップデート", "不具合"} <= set(words)
     assert not {"塵箱", "其々", "御客様", "為", "ため", "よる", "因る", "事", "こと"} & set(words)
+
+
+def test_umap_compiled_code_goes_to_numba_disk_cache():
+    """Every compiled UMAP/pynndescent function caches its machine code (else each topics run recompiles ~30 s)."""
+    from numba.core.caching import NullCache
+    from numba.core.dispatcher import Dispatcher
+    from umap import umap_
+
+    from pipelines import jit_cache
+
+    jit_cache.enable()
+    assert jit_cache.enable() == 0  # nothing left uncached: a second call changes nothing
+    compiled = [v for v in vars(umap_).values() if isinstance(v, Dispatcher)]
+    assert compiled and not [v for v in compiled if isinstance(v._cache, NullCache)]
