@@ -100,7 +100,6 @@ COMPARISON_NAMES = {
     "programme": "before/after the programme date",
     "its": "interrupted time series",
     "yoy": "year over year",
-    "drivers": "drivers",
 }
 
 
