@@ -176,6 +176,7 @@ def run(params: EmbedParams, root: str | Path = ".") -> EmbedResult:
     embedder = embedder_recipe(params.backend, params.model, params.threads)  # built where it runs, once
     with Engine(params.engine) as engine:
         table, n_new = embed_texts(texts, previous, embedder, params.max_chars, show_progress=True, engine=engine)
+        workers = engine.workers
     metrics = {
         "texts": len(texts),
         "texts_cut": int((texts["text"].str.len_chars() > params.max_chars).sum()),
@@ -184,6 +185,7 @@ def run(params: EmbedParams, root: str | Path = ".") -> EmbedResult:
         "reused_from_cache": len(texts) - n_new,
         "dimensions": vectors_dim(table) if len(table) else 0,
         "backend": params.backend,
+        "worker_processes": workers,  # local engine: processes that embedded (0: the stage's own)
         "model_id": model_id(params.backend, params.model),
     }
     return EmbedResult(table, metrics)

@@ -5,7 +5,9 @@ the only steps whose cost grows with every verbatim and that need no global view
 rows into **partitions keyed by text hash** (``partitions``: the same text always lands in the same partition for
 a given partition count, whatever the row order) and calls ``Engine.map`` with one module-level function:
 
-- ``local``: a plain loop over the partitions in this process (no Dask import, no start-up cost);
+- ``local``: a plain loop over the partitions in this process (no Dask import, no start-up cost), or, with
+  ``engine.processes`` > 1 and more than one partition, the same partitions on a pool of that many worker
+  processes started for the stage (spawned: a fresh interpreter, no forked BLAS or ONNX thread pools);
 - ``dask``: one task per partition on a ``distributed`` cluster (``engine.address``) or on a ``LocalCluster`` of
   ``engine.n_workers`` processes started for the stage. A worker loads a model once (``Model.get`` caches it in
   the worker process) and keeps it for every partition it runs.
@@ -87,6 +89,8 @@ class Engine:
         self.params = params or EngineParams()
         self.client = None
         self._cluster = None
+        self._pool = None
+        self.workers = 0  # local worker processes started (0: everything ran in this process)
 
     @property
     def kind(self) -> str:
@@ -101,6 +105,9 @@ class Engine:
         self.close()
 
     def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(cancel_futures=True)
+            self._pool = None
         if self.client is not None:
             self.client.close()
             self.client = None
@@ -119,13 +126,29 @@ class Engine:
         sizes = list(sizes) if sizes is not None else [1] * len(payloads)
         out: list[Any] = [None] * len(payloads)
         with progress(sum(sizes), desc, unit=unit) if desc is not None else _NoBar() as bar:
-            if self.kind == "local" or not payloads:
+            if self.kind == "local" and (self.params.processes < 2 or len(payloads) < 2):
                 for i, payload in enumerate(payloads):
                     out[i] = fn(payload, *shared)
                     bar.update(sizes[i])
+            elif self.kind == "local":
+                self._map_processes(fn, payloads, shared, sizes, out, bar)
             else:
                 self._map_dask(fn, payloads, shared, sizes, out, bar)
         return out
+
+    def _map_processes(self, fn, payloads, shared, sizes, out, bar) -> None:
+        from concurrent.futures import as_completed
+        from concurrent.futures import ProcessPoolExecutor
+        from multiprocessing import get_context
+
+        if self._pool is None:  # kept for the stage's later maps: each worker builds a model once
+            self.workers = min(self.params.processes, len(payloads))
+            self._pool = ProcessPoolExecutor(self.workers, mp_context=get_context("spawn"))
+        futures = {self._pool.submit(fn, payload, *shared): i for i, payload in enumerate(payloads)}
+        for future in as_completed(futures):
+            i = futures[future]
+            out[i] = future.result()
+            bar.update(sizes[i])
 
     def _map_dask(self, fn, payloads, shared, sizes, out, bar) -> None:
         from distributed import as_completed

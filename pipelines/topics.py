@@ -97,9 +97,25 @@ class CachedUMAP:
         if key in stored and y is None:
             self.cache_hit, self._entries = True, {key: stored[key]}
             return stored[key]
-        reduced = np.asarray(self.umap.fit_transform(x, y=y), dtype=np.float32)
+        reduced = np.asarray(self._fit(x, y, transform=True), dtype=np.float32)
         self._fitted, self._entries = True, {key: reduced}
         return reduced
+
+    def _fit(self, x: np.ndarray, y=None, transform: bool = False):
+        """UMAP's fit on the exact neighbours of ``x`` (``pipelines.knn``), or on its own search where that is better."""
+        import warnings
+
+        from pipelines.knn import precomputed
+
+        knn = precomputed(x, self.umap.n_neighbors) if self.umap.metric == "cosine" else None
+        if knn is not None:
+            self.umap.precomputed_knn = knn
+        try:
+            with warnings.catch_warnings():  # "not an NNDescent object": ExactIndex serves transform instead
+                warnings.filterwarnings("ignore", message=r"precomputed_knn\[2\]")
+                return self.umap.fit_transform(x, y=y) if transform else self.umap.fit(x, y=y)
+        finally:  # keep get_params (the cache key) free of the arrays
+            self.umap.precomputed_knn = (None, None, None)
 
     def fit(self, x: np.ndarray, y=None):
         self.fit_transform(x, y)
@@ -113,7 +129,7 @@ class CachedUMAP:
                 self._entries[key] = stored[key]
             else:
                 if not self._fitted:
-                    self.umap.fit(self._fit_x)
+                    self._fit(self._fit_x)
                     self._fitted = True
                 self._entries[key] = np.asarray(self.umap.transform(x), dtype=np.float32)
         return self._entries[key]
@@ -141,7 +157,10 @@ def build_model(params: TopicsParams, embedder=None, n_fit: int = 0, umap_cache:
     else:
         from hdbscan import HDBSCAN
 
-        cluster_model = HDBSCAN(min_cluster_size=min_cluster_size(params, n_fit), metric="euclidean", prediction_data=True)
+        # core_dist_n_jobs=1: above 16,384 points hdbscan's default (4) starts loky processes for a 2 s query:
+        # 5.2 s against 1.7 s on 20,000 verbatims, identical labels.
+        cluster_model = HDBSCAN(min_cluster_size=min_cluster_size(params, n_fit), metric="euclidean", prediction_data=True,
+                                core_dist_n_jobs=1)
     vectorizer = CountVectorizer(
         tokenizer=Tokenizer(params.stop_words + params.boilerplate_words), lowercase=False, token_pattern=None,
         min_df=1,  # c-TF-IDF counts per topic: min_df=2 would mean "in two topics"

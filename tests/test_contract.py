@@ -90,13 +90,13 @@ def test_parameters_cells_are_generated_from_schema_and_params_yaml(tmp_path):
     path = tmp_path / STAGES["embed"].notebook
     nb = nbformat.read(path, as_version=4)
     cell = params_cell.parameters_cell(nb, path)
-    cell.source = cell.source.replace("threads: int = 2", "threads: int = 4")
+    cell.source = cell.source.replace("threads: int = 1", "threads: int = 4")
     nbformat.write(nb, path)
     assert params_cell.sync(tmp_path, ["embed", "topics"], check=True) == [STAGES["embed"].notebook]
     assert cli.main(["--root", str(tmp_path), "params-cell", "--check"]) == 1
     assert cli.main(["--root", str(tmp_path), "params-cell", "embed"]) == 0
     assert cli.main(["--root", str(tmp_path), "params-cell", "--check"]) == 0
-    assert "threads: int = 2" in params_cell.parameters_cell(nbformat.read(path, as_version=4), path).source
+    assert "threads: int = 1" in params_cell.parameters_cell(nbformat.read(path, as_version=4), path).source
 
 
 def test_parameters_cell_lines_carry_type_value_and_comment():

@@ -128,7 +128,58 @@ def test_a_whole_topic_joined_into_one_text_is_tokenised(tok):
     assert words.count("ログイン") == 3 * 4000
 
 
+def test_a_joined_topic_gives_the_words_of_its_verbatims_and_keeps_spaced_english_words(tok):
+    """The tokenizer remembers verbatims: a topic joined with spaces reads as its verbatims read one by one."""
+    verbatims = ["アプリにログインできない。", "It's been at the repair shop for two weeks.", "Wi-Fi 接続がすぐ切れる",
+                 "The smart device was easy to set up.", "配送 が 遅い", "ゴミ箱が使いにくい"]
+    one_by_one = [w for v in verbatims for w in Tokenizer(STOP_WORDS_JA + BOILERPLATE_JA)(v)]
+    assert tok(" ".join(verbatims)) == one_by_one
+    assert "repair shop" in one_by_one and "smart device" in one_by_one  # Sudachi's spaced words stay whole
+    assert {"ログイン", "接続", "配送", "遅い", "ゴミ箱"} <= set(one_by_one)
+
+
 # --------------------------------------------------------------------------- small pure pieces
+
+
+def test_exact_neighbours_match_a_brute_force_search_with_each_point_first():
+    from sklearn.neighbors import NearestNeighbors
+
+    from pipelines.knn import ExactIndex, cosine_knn
+
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(2500, 24)).astype(np.float32)
+    x[7] = x[3]  # a duplicate: itself still comes first
+    idx, dist = cosine_knn(x, x, 10, exclude_self=True)
+    assert (idx[:, 0] == np.arange(len(x))).all() and (dist[:, 0] == 0).all()
+    assert idx[3, 1] == 7 and idx[7, 1] == 3 and dist[3, 1] < 1e-6
+    ref_dist, ref_idx = NearestNeighbors(n_neighbors=10, metric="cosine", algorithm="brute").fit(x).kneighbors(x)
+    assert np.allclose(np.sort(dist[:, 1:], axis=1), np.sort(ref_dist[:, 1:], axis=1), atol=1e-5)
+    assert np.mean(idx[:, 1:] == ref_idx[:, 1:]) > 0.99  # the same neighbours (float ties aside)
+    q = rng.normal(size=(5, 24)).astype(np.float32)
+    qi, qd = ExactIndex(x).query(q, k=4)
+    ri = NearestNeighbors(n_neighbors=4, metric="cosine", algorithm="brute").fit(x).kneighbors(q)[1]
+    assert (qi == ri).all() and (np.diff(qd, axis=1) >= 0).all()
+
+
+@pytest.mark.slow  # UMAP on 4,500 points
+def test_umap_above_its_small_data_bound_fits_and_transforms_on_exact_neighbours():
+    from umap import UMAP
+
+    from pipelines.knn import ExactIndex
+
+    rng = np.random.default_rng(0)
+    centres = rng.normal(size=(3, 64))
+    labels = rng.integers(0, 3, 4500)
+    x = (centres[labels] + 0.3 * rng.normal(size=(4500, 64))).astype(np.float32)
+    reducer = topics.CachedUMAP(UMAP(n_neighbors=15, n_components=2, metric="cosine", random_state=1), None)
+    y = reducer.fit_transform(x)
+    assert isinstance(reducer.umap._knn_search_index, ExactIndex)  # pynndescent never ran
+    assert reducer.umap.get_params()["precomputed_knn"] == (None, None, None)  # the cache key stays array-free
+    means = np.stack([y[labels == k].mean(axis=0) for k in range(3)])
+    assert (np.linalg.norm(y[:, None, :] - means[None], axis=2).argmin(axis=1) == labels).mean() > 0.99
+    new = (centres[[0, 1, 2]] + 0.3 * rng.normal(size=(3, 64))).astype(np.float32)
+    placed = reducer.transform(new)
+    assert (np.linalg.norm(placed[:, None, :] - means[None], axis=2).argmin(axis=1) == [0, 1, 2]).all()
 
 
 def test_npmi_matches_hand_computed_values():
