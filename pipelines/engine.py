@@ -126,7 +126,7 @@ class Engine:
         sizes = list(sizes) if sizes is not None else [1] * len(payloads)
         out: list[Any] = [None] * len(payloads)
         with progress(sum(sizes), desc, unit=unit) if desc is not None else _NoBar() as bar:
-            if self.kind == "local" and (self.params.processes < 2 or len(payloads) < 2):
+            if not payloads or (self.kind == "local" and (self.params.processes < 2 or len(payloads) < 2)):
                 for i, payload in enumerate(payloads):
                     out[i] = fn(payload, *shared)
                     bar.update(sizes[i])
