@@ -14,8 +14,9 @@ the programme and window comparisons and the ITS level and slope (m = 4). Scenar
 False alarm: unadjusted p ≤ 0.05 per test under no change (the per-test size; BH can only lower it).
 Power: a level shift at the programme date equal to the median MDE the null runs report (programme row, and
 separately the ITS level row), found when the row is significant after BH (q = 0.05) with the right sign.
-The month noise the programme and window tests allow for is ``pipelines.samples.inflation`` (τ², ρ one SE up,
-t on the residual df); the ITS rows use ``pipelines.its`` (AR(1) errors, ρ one SE up, t on T − p − 1 df).
+The month noise the programme and window tests allow for is ``pipelines.samples.inflation`` (the monthly
+series' AR(1) covariance, ρ one SE up, σ² the GLS scale, t on T − p − 1 df); the ITS rows use
+``pipelines.its`` (AR(1) errors, ρ one SE up, t on T − p − 1 df).
 Monte-Carlo SE of a rate r over R replicates: sqrt(r(1 − r)/R) — 1.5 points at 5 % for R = 200 (null runs),
 4 points at 80 % for R = 100 (power runs). Defaults run in about 5 minutes on one core.
 """

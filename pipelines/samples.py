@@ -18,23 +18,29 @@ runs on n / deff):
 
 * Repeat respondents: the cluster-robust (sandwich, by ``customer_id``) variance of the period mean over
   the independent one, Σ_c (Σ_i e_i)² / Σ_i e_i² (never below 1).
-* Months that differ beyond sampling noise, and persist: a between-month variance component τ² of the
-  cell's monthly series with an AR(1) month-to-month correlation ρ (``month_variance``), added to the period
-  mean's variance as τ² w'R(ρ)w (w the months' shares of the period, R_ij = ρ^|i−j|). Both are moment
-  estimates from the monthly means around their segment means, the segments cut at every boundary the run
-  tests, so a real shift there does not inflate its own noise.
-  Few months make this estimate rough, and the test says so (``inflation``): ρ is taken one standard error
-  above its bias-corrected estimate (``pipelines.stats.ar1_rho``), and the statistic is read against t on
-  the series' residual df (months − segments − 1 for ρ) by Satterthwaite, where τ̂² = 0
-  is not "sampling noise only" (as Knapp–Hartung / Sidik–Jonkman read a zero between-study variance in
-  few-study meta-analysis). The MDE averages the power over the estimated SE
-  (``pipelines.stats.mde_multiplier``) on the df at ``tau2_max``, at the BH threshold the decision uses,
-  so a planted shift of the reported MDE is found ≥ 80 % of the time (``bench/robustness.py``).
-  Persistence as strong as AR(1) ρ = 0.6 still leaves the before/after test liberal on 12 months (see
-  bench/NOTES-issue14.md): few months cannot tell persistent noise from a level shift.
-  τ² and ρ are measured on the KPI's overall monthly series and applied to every cell on the unit scale: a
-  segment of ~40 responses a month cannot tell month noise from sampling noise (its estimate is mostly
-  noise and would cost the power the simulations show), while month-wide swings reach every segment.
+* Months that differ beyond sampling noise, and persist: the KPI's monthly series is read as segment means
+  plus AR(1) errors, Cov = σ² V with V = S^½ R(ρ) S^½ (R_ij = ρ^|i−j|, S the months' variance shape), the
+  segments cut at every boundary the run tests, so a real shift there does not inflate its own noise
+  (``month_variance``). ρ is the bias-corrected lag-1 estimate one standard error up
+  (``pipelines.stats.ar1_rho``: on 12 months ρ̂ is uncertain by about ±0.27, and an understated ρ is a false
+  alarm); σ² is the scale of the feasible GLS fit on the whitened residuals (Prais & Winsten 1954; statsmodels
+  ``GLS``), which for a given V is σ²χ²_{T−p}/(T−p) exactly, so the test reads t on the residual df
+  (months − segments − 1 for ρ), as ``pipelines.its`` does. The month noise of the difference b − a is that
+  of its contrast c of the monthly means (c_m = the month's share of period b less its share of period a):
+  c'Σ̂c, the positive covariance AR(1) gives the before and after means included, less the sampling part the
+  family's test already counts, never below 0 (``inflation``; the "max(1, q)" of the modified Knapp–Hartung
+  method, Röver, Knapp & Friede 2015: the sampling variance is known, a scale below it is noise). The earlier construction, a
+  DerSimonian–Laird-style moment τ² with Satterthwaite df, read a quadratic form with fewer effective df than
+  it claimed and rejected 7 % (ρ = 0.3) and 13 % (ρ = 0.6) of true nulls; see bench/NOTES-issue14.md.
+  The whole series, sampling noise included, is read as AR(1), as in ``pipelines.its``: ρ̂ is measured on the
+  whole series (sampling noise pulls it towards 0), and a white part read as persistent only overstates the
+  variance of a long contrast. The cost is power when months are independent (MDE +11–37 % in
+  ``bench/robustness.py``); the MDE (``pipelines.stats.mde_multiplier`` on the residual df, at the BH
+  threshold the decision uses) is still found ≥ 80 % of the time.
+  Σ̂ is measured on the KPI's overall monthly series, and its month part (c'Σ̂c less the overall series'
+  sampling part) is added to every cell's own sampling variance on the unit scale: a segment of ~40
+  responses a month cannot tell month noise from sampling noise (its estimate is mostly noise and would cost
+  the power the simulations show), while month-wide swings reach every segment.
   A random-effects model per cell (statsmodels MixedLM) would say the same at far greater cost: the run has
   hundreds of cells. Durations (median, survival) and customer KPIs are not inflated.
 """
@@ -297,25 +303,35 @@ def _unit(kpi: Kpi, values: np.ndarray) -> np.ndarray:
 
 @dataclass(frozen=True)
 class MonthNoise:
-    """Between-month variance component of a cell's monthly series and its month-to-month correlation."""
+    """Covariance of a cell's monthly series (Σ̂ = σ̂² V, AR(1) errors) and the sampling part it contains."""
 
-    tau2: float = 0.0
     rho: float = 0.0
-    df: float = math.inf  # residual degrees of freedom behind τ² (for the t reference)
-    tau2_max: float = 0.0  # all residual variance read as month noise: what τ̂² = 0 cannot rule out
+    df: float = math.inf  # residual degrees of freedom behind σ̂² (for the t reference)
+    months: tuple[str, ...] = ()  # "YYYY-MM" of the rows and columns of ``cov``
+    cov: np.ndarray | None = None  # Σ̂: covariance of the monthly means, month noise and sampling together
+    sampling: np.ndarray | None = None  # each month's sampling variance (the diagonal part of Σ̂ already known)
+
+    def contrast(self, weights: dict[str, float]) -> tuple[float, float]:
+        """(c'Σ̂c, Σ_m c_m² v_m) for a contrast c of the monthly means (months outside the series: weight 0)."""
+        if self.cov is None:
+            return 0.0, 0.0
+        c = np.array([weights.get(m, 0.0) for m in self.months])
+        return float(c @ self.cov @ c), float(np.sum(c ** 2 * self.sampling))
 
 
 def month_variance(kpi: Kpi, series: Sample, exposures: dict[str, float] | None = None,
                    splits: Sequence[date] = ()) -> MonthNoise:
-    """τ² and AR(1) ρ of one cell's monthly series, on the family's unit scale (per month for rates).
+    """Covariance of one cell's monthly series under AR(1) errors, on the family's unit scale (per month for rates).
 
-    The months are cut into segments at ``splits`` (the boundaries being tested), so a real shift there
-    does not count as month noise. ρ: ``pipelines.stats.ar1_rho`` of the monthly means around their segment
-    means (as in ``pipelines.its``); τ² solves E[r'r] = τ² tr(M R(ρ)) + Σ M_mm v_m (M the projection off the
-    segment means, v_m the month's sampling variance): a moment estimate in the manner of
-    DerSimonian–Laird that also corrects for the persistence a few months' mean hides. ``tau2_max`` is
-    r'r / tr(M R(ρ)), all residual variance read as month noise (for the df, see ``inflation``). Families
-    not inflated, or fewer than ``MIN_RESIDUAL_DF`` residual degrees of freedom: no month component.
+    Model: the monthly means are segment means plus errors with Cov = σ² V, V = S^½ R(ρ) S^½, R_ij = ρ^|i−j|
+    (calendar months), the segments cut at ``splits`` (the boundaries being tested), so a real shift there does
+    not count as noise. ρ: ``pipelines.stats.ar1_rho`` of the residuals around the segment means, one SE up (as
+    in ``pipelines.its``). S_m = τ̃² + v_m shapes the months by their sampling variance v_m (τ̃² the moment
+    estimate E[r'r] = τ² tr(M R) + Σ M_mm v_m, DerSimonian–Laird style; only the shape, so a short month
+    weighs less). σ² is the scale of the feasible GLS fit (statsmodels ``GLS``, Prais–Winsten's error model):
+    e'V⁻¹e / (T − p) from the whitened residuals, which for a given V is σ² χ²_{T−p}/(T−p) exactly, so the
+    test can read t (the moment estimate of τ² alone reads a quadratic form with fewer effective df: liberal).
+    Families not inflated, or fewer than ``MIN_RESIDUAL_DF`` residual degrees of freedom: no month component.
     """
     if kpi.family not in INFLATED or series.months is None or not series.n:
         return MonthNoise()
@@ -343,75 +359,82 @@ def month_variance(kpi: Kpi, series: Sample, exposures: dict[str, float] | None 
     X = (seg_inv[:, None] == np.arange(seg_ids.size)[None, :]).astype(float)
     M = np.eye(months.size) - X @ np.linalg.pinv(X)
     resid = M @ means
+    denom = float(resid @ resid)
+    if denom <= 0:  # the months agree exactly: nothing to estimate
+        return MonthNoise()
     lag = np.abs(np.subtract.outer(idx, idx))
     A = (lag == 1) * (segment[:, None] == segment[None, :]) / 2.0
     rho = st.ar1_rho(resid, M, A, 0.9)
-    # E[r'r] = τ² tr(M R) + Σ_m M_mm v_m: solve for τ² (the sampling part is known).
-    denom, trace_mr = float(resid @ resid), float(np.trace(M @ rho ** lag))
-    tau2 = max((denom - float(np.sum(np.diag(M) * sampling))) / trace_mr, 0.0)
+    R = rho ** lag
+    # The whole series is read as AR(1), sampling noise included (as in pipelines.its): ρ̂ is measured on the
+    # whole series, and a white part read as persistent only overstates the variance of a long contrast.
+    tau2 = max((denom - float(np.sum(np.diag(M) * sampling))) / float(np.trace(M @ R)), 0.0)
+    shape = np.sqrt(tau2 + sampling)
+    V = shape[:, None] * R * shape[None, :]
+    from statsmodels.regression.linear_model import GLS
+
+    sigma2 = float(GLS(means, X, sigma=V).fit().scale)  # e'V⁻¹e / (T − p)
     # One df for ρ, as in pipelines.its (T − p − 1).
-    return MonthNoise(tau2, rho, float(df - A.any()), denom / trace_mr)
+    return MonthNoise(rho, float(df - A.any()), tuple(str(m) for m in months), sigma2 * V, sampling)
 
 
-def _month_term(noise: MonthNoise, months: np.ndarray, shares: np.ndarray, tau2: float | None = None) -> float:
-    """τ² w'R(ρ)w: the month noise in a period mean with month shares w (``tau2`` overrides τ̂²)."""
-    idx = np.array([int(m[:4]) * 12 + int(m[5:7]) for m in months])
-    R = noise.rho ** np.abs(np.subtract.outer(idx, idx))
-    return (noise.tau2 if tau2 is None else tau2) * float(shares @ R @ shares)
-
-
-def period_inflation(kpi: Kpi, s: Sample, noise: MonthNoise, exposures: dict[str, float] | None = None
-                     ) -> tuple[float, float, float, float]:
-    """(variance inflation ≥ 1, its month part, the month part at ``tau2_max``, the independent variance of the
-    period's estimate); month parts relative to the independent variance."""
+def period_inflation(kpi: Kpi, s: Sample, exposures: dict[str, float] | None = None
+                     ) -> tuple[float, dict[str, float], float]:
+    """(cluster inflation ≥ 1, the months' shares of the period, the independent variance of the period's
+    estimate)."""
     if kpi.family not in INFLATED or s.n < 2:
-        return 1.0, 0.0, 0.0, 0.0
+        return 1.0, {}, 0.0
     if kpi.family == "rate":
-        months = np.array(sorted(exposures or {}))
-        expo = np.array([(exposures or {})[m] for m in months])
+        expo = {m: e for m, e in (exposures or {}).items() if e > 0}
         independent = (s.n / s.exposure) / s.exposure if s.exposure > 0 else 0.0
-        if independent <= 0 or not months.size:
-            return 1.0, 0.0, 0.0, 0.0
-        w = expo / expo.sum()
-        month = _month_term(noise, months, w) / independent
-        return 1.0 + month, month, _month_term(noise, months, w, noise.tau2_max) / independent, independent
+        if independent <= 0 or not expo:
+            return 1.0, {}, 0.0
+        total = sum(expo.values())
+        return 1.0, {m: e / total for m, e in expo.items()}, independent
     u = _unit(kpi, s.values)
     e = u - u.mean()
     ss = float(np.sum(e ** 2))
     if ss == 0:
-        return 1.0, 0.0, 0.0, 0.0
+        return 1.0, {}, 0.0
     independent = ss / (u.size - 1) / u.size
     cluster = 1.0
     if s.clusters is not None:
         keys = np.where(s.clusters == None, np.arange(u.size).astype(str), s.clusters).astype(str)  # noqa: E711
         _, inv = np.unique(keys, return_inverse=True)
         cluster = max(float(np.sum(np.bincount(inv, weights=e) ** 2)) / ss, 1.0)
-    month = month_max = 0.0
+    shares: dict[str, float] = {}
     if s.months is not None:
         months, counts = np.unique(s.months, return_counts=True)
-        month = _month_term(noise, months, counts / u.size) / independent
-        month_max = _month_term(noise, months, counts / u.size, noise.tau2_max) / independent
-    return cluster + month, month, month_max, independent
+        shares = {str(m): c / u.size for m, c in zip(months, counts, strict=True)}
+    return cluster, shares, independent
 
 
 def inflation(kpi: Kpi, a: Sample, b: Sample, noise: MonthNoise, exposures: tuple[dict[str, float], dict[str, float]]
               ) -> tuple[Deff, float, float]:
     """(deff per period, df of the t reference, df of the MDE's power).
 
-    Satterthwaite's df, ``noise.df`` × (variance / month part)². The test takes the month part at τ̂², or
-    at ``tau2_max`` when τ̂² = 0: τ̂² = 0 does not make the variance exact (Knapp–Hartung's point in
-    few-study meta-analysis). The MDE takes it at ``tau2_max`` always: a replicate whose τ̂² came out low
-    has a small SE *and* a large plug-in df, and a promise of power must not rest on both. The overall
-    cell then reads about the residual df; a cell dominated by sampling (a small segment) stays near normal.
+    The month noise in the difference b − a is that of the contrast c (c_m = w_b,m − w_a,m, the months' shares
+    of each period) of the monthly series: c'Σ̂c, with the covariance between the two periods' means (AR(1)
+    makes it positive, so leaving it out would overstate the variance), less the sampling part Σ c_m² v_m the
+    cell's own test already counts. For the overall cell the variance is then c'Σ̂c itself (the GLS variance of
+    the contrast); a segment cell adds the month-wide noise to its own sampling. The month part is never below
+    0: the sampling variance is known, and a whitened-residual scale below it is noise (the "max(1, q)" of the
+    modified Knapp–Hartung method). It is spread over both periods' deff so the family's test sees the total.
+    df: Satterthwaite, ``noise.df`` × (variance / c'Σ̂c)², the estimated part being σ̂²c'Vc; the overall cell
+    reads t on the residual df (T − p − 1). The MDE's power uses the same df (for the overall cell it is the
+    residual df, not a plug-in one that grows when σ̂² came out low).
     """
-    fa, ma, xa, va = period_inflation(kpi, a, noise, exposures[0])
-    fb, mb, xb, vb = period_inflation(kpi, b, noise, exposures[1])
-    total, month, month_max = fa * va + fb * vb, ma * va + mb * vb, xa * va + xb * vb
-
-    def satterthwaite(part: float) -> float:
-        return noise.df * max(total / part, 1.0) ** 2 if part > 0 else math.inf
-
-    return (fa, fb), satterthwaite(month if month > 0 else month_max), satterthwaite(month_max)
+    ca, wa, va = period_inflation(kpi, a, exposures[0])
+    cb, wb, vb = period_inflation(kpi, b, exposures[1])
+    c = {m: wb.get(m, 0.0) - wa.get(m, 0.0) for m in {*wa, *wb}}
+    estimated, sampling = noise.contrast(c)
+    month = max(estimated - sampling, 0.0)
+    total = ca * va + cb * vb + month
+    if va + vb <= 0 or estimated <= 0:
+        return (ca, cb), math.inf, math.inf
+    extra = month / (va + vb)  # the same addition to both periods' deff: the sum is the total variance
+    df = noise.df * max(total / estimated, 1.0) ** 2
+    return (ca + extra, cb + extra), df, df
 
 
 def month_exposures(span: Span) -> dict[str, float]:
