@@ -240,13 +240,24 @@ def skipped_notes(ctx: Context) -> list[tuple[str, str]]:
     return out
 
 
+def quarantine_reason(ctx: Context, code: str) -> str:
+    """The clean stage's quarantine code in the report's language ("nps_out_of_range" → "NPSが尺度の範囲外");
+    a code the catalogue does not know is shown as it is (reports/metrics/clean.json has the same codes)."""
+    for kind in ("not_a_number", "out_of_range"):
+        if code.endswith("_" + kind):
+            field = code[: -len(kind) - 1]
+            return ctx.t(f"quarantine.{kind}", field=ctx.kpi(field) if field in kpi_registry.BY_KEY else field.upper())
+    return ctx.t(f"quarantine.{code}") if f"quarantine.{code}" in catalogue() else code
+
+
 def quality_html(ctx: Context) -> str:
     m, lang = ctx.clean_metrics, ctx.lang
     counts = [("rows read", "rows_in"), ("rows kept", "rows_kept"), ("rows quarantined", "rows_quarantined"),
               ("non-answers", "non_answers"), ("empty comments", "empty_texts"), ("verbatims modelled", "verbatims_ok"),
               ("tickets", "tickets")]
     lines = [(ctx.t(label), number(m[k], lang, style="count")) for label, k in counts if not _missing(m.get(k))]
-    lines += [(ctx.t("quarantined", reason=k), number(v, lang, style="count")) for k, v in (m.get("quarantined_by_reason") or {}).items()]
+    lines += [(ctx.t("quarantined", reason=quarantine_reason(ctx, k)), number(v, lang, style="count"))
+              for k, v in (m.get("quarantined_by_reason") or {}).items()]
     lines += [(ctx.t("redacted", kind=k), number(v, lang, style="count")) for k, v in (m.get("redactions") or {}).items()]
     lines += [(ctx.t("encoding", file=f["file"]), f["encoding"]) for f in (m.get("files") or []) if f.get("encoding")]
     lines = [(k, v) for k, v in lines if v]

@@ -412,3 +412,15 @@ def test_sections_carry_their_anchor_for_the_contents_bar(tmp_path):
     assert len({s.anchor for s in sections}) == len(sections)
     topics = sections[3]
     assert '<polyline points="' in topics and "<article" in topics and '<li class="koe-quote">' in topics
+
+
+def test_quarantine_reasons_are_worded_in_the_report_language(ctx_factory):
+    """The data-quality table says why rows were set aside in words, not the clean stage's codes."""
+    ja, en = ctx_factory("ja"), ctx_factory("en")
+    assert report.quarantine_reason(ja, "nps_out_of_range") == "NPSが尺度の範囲外"
+    assert report.quarantine_reason(en, "csat_not_a_number") == "CSAT is not a number"
+    assert report.quarantine_reason(ja, "bad_json") == "JSONとして読めない行"
+    assert report.quarantine_reason(en, "duplicate") == "duplicate responses"
+    assert report.quarantine_reason(en, "some_new_code") == "some_new_code"  # unknown codes are shown, not dropped
+    html = report.quality_html(ja)
+    assert "隔離: 重複した回答" in html and "隔離: duplicate" not in html
