@@ -137,8 +137,7 @@ class Engine:
         return out
 
     def _map_processes(self, fn, payloads, shared, sizes, out, bar) -> None:
-        from concurrent.futures import as_completed
-        from concurrent.futures import ProcessPoolExecutor
+        from concurrent.futures import ProcessPoolExecutor, as_completed
         from multiprocessing import get_context
 
         if self._pool is None:  # kept for the stage's later maps: each worker builds a model once

@@ -6,6 +6,8 @@ topics100k). For the fitted sample (``topics.fit_max_verbatims``, 20,000 by defa
 blocked matrix products: seconds, no compilation, and no approximation error. ``ExactIndex`` also answers
 UMAP's ``transform`` queries (codebook themes transform a subset), the one thing UMAP asks of its search index.
 Beyond ``EXACT_MAX`` points the quadratic cost would exceed the search's, and UMAP searches as before.
+Not scikit-learn's brute-force ``kneighbors``: UMAP's graph wants each point first among its neighbours, and
+with duplicate verbatims (distance 0 to each other) scikit-learn's order among ties is not guaranteed.
 """
 
 from __future__ import annotations
